@@ -1,0 +1,1 @@
+"""MLGuard benchmarks: ``python -m bench <command> [...]`` (see ``bench/__main__.py``)."""

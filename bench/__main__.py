@@ -1,0 +1,45 @@
+"""Dispatcher: ``python -m bench <command> [args...]``.
+
+Each command is ``name -> "module:function"``; the function takes the remaining argv list and
+returns an exit code.  Modules are imported lazily so that one command's dependencies do not
+slow down or break another.  To add a command, add an entry to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:function", one-line help)
+    "throughput": (
+        "bench.throughput:main",
+        "wall time / peak RSS of mlguard detect vs Polars and a Python loop",
+    ),
+    "make-log": ("bench.make_big_log:main", "generate a big synthetic Apache combined log"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: python -m bench <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    mod_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(mod_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

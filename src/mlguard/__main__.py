@@ -1,0 +1,3 @@
+from mlguard.cli import main
+
+main()

@@ -1,0 +1,358 @@
+"""The `mlguard` command line: a thin layer over `mlguard.pipeline`.
+
+Only this module maps errors to exit codes: 0 success, 2 bad usage or unreadable input (one
+line on stderr, no traceback unless --verbose), 1 an internal error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from mlguard import __version__
+from mlguard.decisions.policy import (
+    ALERT,
+    BLOCK,
+    DEFAULT_ALERT_THRESHOLD,
+    DEFAULT_BLOCK_THRESHOLD,
+    DEFAULT_MIN_BLOCK_REQUESTS,
+    Policy,
+    parse_networks,
+)
+from mlguard.detectors.model import Baseline, build_baseline, load_model, save_model
+from mlguard.errors import MLGuardError, UsageError
+from mlguard.explain.reasons import describe, safe_text
+from mlguard.features.aggregate import WINDOW_SECS
+from mlguard.features.catalogue import FEATURES, FEATURE_NAMES
+from mlguard.formats import AUTO, FORMATS
+from mlguard.pipeline import Detection, ReadResult, read_logs, score_table
+
+app = typer.Typer(
+    name="mlguard",
+    help="Find malicious web clients in HTTP access logs with unsupervised machine learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Piped output is read by people too (less, a ticket): give tables room instead of 80 columns.
+out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+PathsArg = Annotated[
+    list[str], typer.Argument(help="Log files, globs or directories; '-' reads stdin.", show_default=False)
+]
+FormatOpt = Annotated[
+    str,
+    typer.Option("--log-format", "-f", help=f"Log format: {AUTO} or one of {', '.join(FORMATS)}."),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]
+WindowOpt = Annotated[
+    int, typer.Option("--window-secs", min=10, help="Length of the time windows for burst features.")
+]
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Score against this baseline (from 'mlguard train').")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+
+
+def _stdin_size(paths: list[str]) -> int | None:
+    total = 0
+    for spec in paths:
+        if spec == "-" or not os.path.isfile(spec):
+            return None
+        total += os.path.getsize(spec)
+    return total
+
+
+@contextmanager
+def _progress(paths: list[str], enabled: bool) -> Iterator[Any]:
+    total = _stdin_size(paths)
+    show = enabled and err.is_terminal and (total is None or total > 20 * 1024 * 1024)
+    if not show:
+        yield None
+        return
+    columns = [TextColumn("reading"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("read", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _read(paths: list[str], log_format: str, strict: bool, window_secs: int, progress: bool,
+          keep_client: str | None = None) -> ReadResult:
+    if log_format != AUTO and log_format not in FORMATS:
+        raise UsageError(
+            f"unknown log format '{log_format}'; expected one of: {', '.join([AUTO, *FORMATS])}"
+        )
+    with _progress(paths, progress) as advance:
+        return read_logs(
+            paths, log_format=log_format, strict=strict, window_secs=window_secs,
+            keep_client=keep_client, progress=advance,
+        )
+
+
+def _policy(alert: float, block: float, min_requests: int, allow: list[str], block_private: bool) -> Policy:
+    return Policy(alert, block, min_requests, parse_networks(allow), block_private)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _finding(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ip": row["client"],
+        "score": row["score"],
+        "verdict": row["verdict"],
+        "requests": int(row["requests"]),
+        "reasons": row["reasons"],
+        "first_seen": _iso(row["first_seen"]),
+        "last_seen": _iso(row["last_seen"]),
+        "protected": row["protected"],
+        "features": {name: round(float(row[name]), 6) for name in FEATURE_NAMES},
+    }
+
+
+def _summary(result: ReadResult, detection: Detection | None) -> None:
+    s = result.stats
+    formats = ", ".join(sorted(set(s.formats.values()))) or "none"
+    parts = [f"{s.lines:,} lines read", f"{s.records:,} parsed", f"{s.unparsed:,} unparsed"]
+    if detection is not None:
+        verdicts = detection.findings["verdict"].value_counts()
+        counts = dict(zip(verdicts["verdict"].to_list(), verdicts["count"].to_list(), strict=True))
+        parts += [
+            f"{detection.findings.height:,} clients",
+            f"{counts.get(ALERT, 0):,} alert",
+            f"{counts.get(BLOCK, 0):,} block",
+        ]
+    rate = s.lines / s.seconds if s.seconds > 0 else 0.0
+    parts.append(f"{s.seconds:.2f} s ({rate:,.0f} lines/s)")
+    err.print(Text(f"format: {formats}; " + "; ".join(parts)))
+    for reason, count in s.unparsed_by_reason.most_common():
+        err.print(Text(f"  unparsed: {count:,} x {reason}"))
+    for ex in s.examples:
+        err.print(Text(f"  {safe_text(ex.source)}:{ex.line_no}: {ex.reason}: {ex.text}"))
+    for problem in s.problems:
+        err.print(Text(f"  warning: {safe_text(problem.source)}: {safe_text(problem.message)}"))
+
+
+def _table(findings: pl.DataFrame, top: int) -> None:
+    flagged = findings.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
+    shown = flagged.head(top) if flagged.height else findings.head(min(top, 5))
+    title = (
+        f"{flagged.height} flagged client(s)" if flagged.height
+        else "No client flagged; the highest scores:"
+    )
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("client", no_wrap=True, max_width=40)
+    table.add_column("score", justify="right")
+    table.add_column("verdict")
+    table.add_column("requests", justify="right")
+    table.add_column("reasons", min_width=50)
+    styles = {BLOCK: "bold red", ALERT: "yellow"}
+    for row in shown.iter_rows(named=True):
+        # Text(), not markup: attacker-controlled strings are never interpreted.
+        table.add_row(
+            Text(safe_text(row["client"], 45)),
+            Text(f"{row['score']:.3f}"),
+            Text(row["verdict"], style=styles.get(row["verdict"], "")),
+            Text(f"{int(row['requests']):,}"),
+            Text("\n".join(row["reasons"]) or "-"),
+        )
+    out.print(table)
+    if flagged.height > top:
+        out.print(Text(f"... and {flagged.height - top} more flagged (use --top or --json)"))
+
+
+@app.command()
+def detect(
+    paths: PathsArg,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per client.")] = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="CSV, one row per client.")] = False,
+    log_format: FormatOpt = AUTO,
+    strict: StrictOpt = False,
+    model: ModelOpt = None,
+    window_secs: WindowOpt = WINDOW_SECS,
+    alert_threshold: Annotated[
+        float, typer.Option("--alert-threshold", help="Score from which a client is reported.")
+    ] = DEFAULT_ALERT_THRESHOLD,
+    block_threshold: Annotated[
+        float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
+    ] = DEFAULT_BLOCK_THRESHOLD,
+    min_block_requests: Annotated[
+        int, typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests.")
+    ] = DEFAULT_MIN_BLOCK_REQUESTS,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
+    ] = None,
+    block_private: Annotated[
+        bool, typer.Option("--block-private", help="Allow blocking private and loopback addresses.")
+    ] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score every client of the logs and print who looks malicious, and why."""
+    if json_out and csv_out:
+        raise UsageError("choose one of --json and --csv")
+    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
+    baseline = load_model(model) if model is not None else None
+    result = _read(paths, log_format, strict, window_secs, progress)
+    detection = score_table(result, policy, baseline, random_state=seed)
+    if json_out:
+        write = sys.stdout.write
+        for row in detection.findings.iter_rows(named=True):
+            write(json.dumps(_finding(row), ensure_ascii=True) + "\n")
+    elif csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["ip", "score", "verdict", "requests", "first_seen", "last_seen", "reasons",
+                         "protected", *FEATURE_NAMES])
+        for row in detection.findings.iter_rows(named=True):
+            f = _finding(row)
+            writer.writerow([f["ip"], f["score"], f["verdict"], f["requests"], f["first_seen"],
+                             f["last_seen"], "; ".join(f["reasons"]), f["protected"] or "",
+                             *f["features"].values()])
+    else:
+        _table(detection.findings, top)
+    _summary(result, detection)
+
+
+@app.command()
+def train(
+    paths: PathsArg,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")],
+    log_format: FormatOpt = AUTO,
+    strict: StrictOpt = False,
+    window_secs: WindowOpt = WINDOW_SECS,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fit a baseline on history and save it, to score later logs with 'detect --model'."""
+    result = _read(paths, log_format, strict, window_secs, progress)
+    if result.table is None or result.table.frame.height < 2:
+        raise UsageError("a baseline needs at least two clients in the training logs")
+    table = result.table
+    frame = table.frame
+    meta = {
+        "training_first": _iso(frame["first_seen"].min()),
+        "training_last": _iso(frame["last_seen"].max()),
+        "training_clients": frame.height,
+        "training_lines": result.stats.lines,
+        "window_secs": window_secs,
+        "alert_threshold": DEFAULT_ALERT_THRESHOLD,
+        "block_threshold": DEFAULT_BLOCK_THRESHOLD,
+    }
+    baseline = build_baseline(frame.select(FEATURE_NAMES).to_numpy(), table.rarity, table.priors, meta, seed)
+    save_model(baseline, out_path)
+    err.print(Text(
+        f"model written to {out_path}: {frame.height:,} clients, {result.stats.lines:,} lines, "
+        f"{meta['training_first']} .. {meta['training_last']}"
+    ))
+    _summary(result, None)
+
+
+@app.command()
+def explain(
+    paths: PathsArg,
+    ip: Annotated[str, typer.Option("--ip", help="The client to explain.")],
+    log_format: FormatOpt = AUTO,
+    model: ModelOpt = None,
+    window_secs: WindowOpt = WINDOW_SECS,
+    samples: Annotated[int, typer.Option("--samples", min=0, help="Parsed requests to show.")] = 15,
+    allow: Annotated[list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")] = None,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show how one client was scored: its requests, features against the population, verdict."""
+    client = ip.strip().lower()
+    baseline: Baseline | None = load_model(model) if model is not None else None
+    result = _read(paths, log_format, False, window_secs, progress, keep_client=client)
+    policy = _policy(DEFAULT_ALERT_THRESHOLD, DEFAULT_BLOCK_THRESHOLD, DEFAULT_MIN_BLOCK_REQUESTS,
+                     allow or [], False)
+    detection = score_table(result, policy, baseline, random_state=seed)
+    match = detection.findings.filter(pl.col("client") == client)
+    if match.height == 0:
+        raise UsageError(f"client '{safe_text(ip, 60)}' does not appear in the parsed input")
+    row = match.row(0, named=True)
+    i = int(row["_row"])
+    scores = detection.scores
+    out.print(Text(f"client {safe_text(client)}", style="bold"))
+    out.print(Text(
+        f"score {row['score']:.3f}  verdict {row['verdict']}  requests {int(row['requests']):,}  "
+        f"first {_iso(row['first_seen'])}  last {_iso(row['last_seen'])}"
+        + (f"  (never blocked: {row['protected']})" if row["protected"] else "")
+    ))
+    reasons = row["reasons"] or ["no reason: the score is below the alert threshold"]
+    for reason in reasons:
+        out.print(Text(f"  - {reason}"))
+    requests = result.kept if result.kept is not None else None
+    if requests is not None and samples:
+        table = Table(title=f"requests (first {min(samples, requests.height)} of {requests.height:,})",
+                      title_justify="left")
+        for column in ("line", "time", "method", "target", "status", "user agent"):
+            table.add_column(column)
+        for r in requests.sort("time").head(samples).iter_rows(named=True):
+            target = (r["path"] or "") + (f"?{r['query']}" if r["query"] is not None else "")
+            table.add_row(str(r["line_no"]), _iso(r["time"]) or "", Text(safe_text(r["method"], 10)),
+                          Text(safe_text(target, 80)), str(r["status"] or "-"),
+                          Text(safe_text(r["user_agent"], 50)))
+        out.print(table)
+    population = detection.table.frame.select(FEATURE_NAMES)
+    medians = population.median().row(0, named=True)
+    features = Table(title="features (suspicious-side deviation and push on the score)",
+                     title_justify="left")
+    for column in ("feature", "value", "typical", "deviation", "push", "what it means here"):
+        features.add_column(column, justify="right" if column in ("value", "typical", "deviation", "push") else "left")
+    order = sorted(range(len(FEATURES)), key=lambda j: -scores.contribution[i][j])
+    for j in order:
+        f = FEATURES[j]
+        deviation = scores.deviation[i][j]
+        push = scores.contribution[i][j]
+        features.add_row(
+            f.name, f"{row[f.name]:.4g}", f"{medians[f.name]:.4g}", f"{deviation:.2f}", f"{push:.2f}",
+            Text(describe(f.name, row) if deviation > 0 else ""),
+        )
+    out.print(features)
+    _summary(result, None)
+
+
+@app.command()
+def version() -> None:
+    """Print the MLGuard version."""
+    out.print(f"mlguard {__version__}")
+
+
+def main() -> None:
+    verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    try:
+        app()
+    except MLGuardError as exc:
+        if verbose:
+            traceback.print_exc()
+        err.print(Text(f"mlguard: error: {exc}"))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # `mlguard detect ... | head`: the reader went away; that is not an error.
+        sys.stderr.close()
+        sys.exit(0)

@@ -1,0 +1,122 @@
+"""An unsupervised ensemble over one-sided, robustly scaled features.
+
+Contract (as in scikit-learn and PyOD): `__init__` only stores parameters, `fit(X)` returns
+self, learned state ends in `_`, randomness comes only from `random_state`, and every score
+means *higher = more anomalous* (scikit-learn's IsolationForest is the other way round and is
+flipped once, here).
+
+Why one-sided: each feature has a suspicious direction (catalogue). Values are centred on the
+population median and scaled by a robust spread, then the harmless side is cut to zero, so a
+client can only look unusual by being unusual in a suspicious way: a visitor with fewer errors
+than anyone else is not an outlier here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlguard.features.catalogue import FEATURES, Feature
+
+# The smallest spread a feature is given, so that a feature where nearly every client has the
+# same value (most clients never get a 401) still measures distance in meaningful units.
+_MIN_SCALE = {"count": 0.35, "ratio": 0.03, "rarity": 0.05, "value": 0.05}
+_CAP = 25.0  # one feature cannot dominate the ensemble without bound
+SCORE_HALF = 6.0  # ensemble z at which the 0..1 score reaches 0.5
+
+
+def transform(features: tuple[Feature, ...], X: np.ndarray) -> np.ndarray:
+    """Counts to log scale; ratios and rarities as they are."""
+    out = np.array(X, dtype=np.float64, copy=True)
+    for j, feature in enumerate(features):
+        if feature.kind == "count":
+            out[:, j] = np.log1p(np.clip(out[:, j], 0.0, None))
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class Scores:
+    score: np.ndarray  # (n,) 0..1, higher = more malicious
+    deviation: np.ndarray  # (n, d) one-sided robust z per feature (0 = not suspicious)
+    contribution: np.ndarray  # (n, d) -log10 tail probability per feature, vs the baseline
+    detectors: dict[str, np.ndarray]  # per-detector standardised scores
+
+
+class ClientScorer:
+    """IsolationForest (scikit-learn) + ECOD + HBOS (PyOD) on one-sided robust z-scores."""
+
+    def __init__(self, random_state: int = 0, n_estimators: int = 200) -> None:
+        self.random_state = random_state
+        self.n_estimators = n_estimators
+        self.features: tuple[Feature, ...] = FEATURES
+
+    def fit(self, X: np.ndarray) -> ClientScorer:
+        from pyod.models.ecod import ECOD
+        from pyod.models.hbos import HBOS
+        from sklearn.ensemble import IsolationForest
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.features) or X.shape[0] < 2:
+            raise ValueError("need a matrix of at least 2 clients x every catalogue feature")
+        T = transform(self.features, X)
+        self.center_ = np.median(T, axis=0)
+        q75, q25 = np.percentile(T, [75, 25], axis=0)
+        floors = np.array([_MIN_SCALE[f.kind] for f in self.features])
+        self.scale_ = np.maximum((q75 - q25) / 1.349, floors)
+        self.direction_ = np.array([f.direction for f in self.features], dtype=np.float64)
+        Z = self._deviation(T)
+        self.train_deviation_ = np.sort(Z, axis=0)  # for tail probabilities of each feature
+        self.iforest_ = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(256, X.shape[0]),
+            random_state=self.random_state,
+        ).fit(Z)
+        self.ecod_ = ECOD().fit(Z)
+        self.hbos_ = HBOS().fit(Z)
+        raw = self._raw_scores(Z)
+        # Standardise each detector by its own training distribution (median and MAD), so
+        # their scales are comparable before averaging.
+        self.score_center_ = {k: float(np.median(v)) for k, v in raw.items()}
+        self.score_scale_ = {
+            k: float(max(1.4826 * np.median(np.abs(v - self.score_center_[k])), 1e-6))
+            for k, v in raw.items()
+        }
+        self.n_train_ = X.shape[0]
+        return self
+
+    def _deviation(self, T: np.ndarray) -> np.ndarray:
+        Z = (T - self.center_) / self.scale_ * self.direction_
+        return np.clip(Z, 0.0, _CAP)
+
+    def _raw_scores(self, Z: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "iforest": -self.iforest_.score_samples(Z),  # flipped: higher = more anomalous
+            "ecod": self.ecod_.decision_function(Z),
+            "hbos": self.hbos_.decision_function(Z),
+        }
+
+    def score(self, X: np.ndarray) -> Scores:
+        T = transform(self.features, np.asarray(X, dtype=np.float64))
+        Z = self._deviation(T)
+        raw = self._raw_scores(Z)
+        standard = {
+            k: (v - self.score_center_[k]) / self.score_scale_[k] for k, v in raw.items()
+        }
+        z = np.mean(np.vstack(list(standard.values())), axis=0)
+        z = np.clip(z, 0.0, None)
+        score = z / (z + SCORE_HALF)
+        # A client with no suspicious deviation at all is not anomalous, whatever the trees say.
+        score = np.where(Z.max(axis=1) > 0, score, 0.0)
+        return Scores(score, Z, self._contribution(Z), standard)
+
+    def _contribution(self, Z: np.ndarray) -> np.ndarray:
+        """-log10 of the share of baseline clients at least as far out on each feature."""
+        n = self.train_deviation_.shape[0]
+        out = np.zeros_like(Z)
+        for j in range(Z.shape[1]):
+            column = self.train_deviation_[:, j]
+            at_least = n - np.searchsorted(column, Z[:, j], side="left")
+            tail = (at_least + 1) / (n + 1)
+            out[:, j] = np.where(Z[:, j] > 0, -np.log10(tail), 0.0)
+        return out

@@ -1,0 +1,111 @@
+"""Short reasons a person can check, from the features that pushed a score the most."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mlguard.features.catalogue import FEATURES
+
+MAX_REASONS = 3
+MIN_CONTRIBUTION = 1.0  # the client is in the top 10% of the baseline on that feature
+_EXAMPLE_CHARS = 80
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(value: object, limit: int | None = None) -> str:
+    """Attacker-controlled text made safe to print: control characters shown as escapes.
+
+    Strips nothing silently: ESC becomes the four characters '\\x1b', so a person sees that
+    the log held an escape sequence instead of having their terminal obey it.
+    """
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{part:.0f} of {whole:.0f} requests ({100.0 * part / max(whole, 1):.0f}%)"
+
+
+def _example(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    return f" such as {safe_text(value, _EXAMPLE_CHARS)}" if value else ""
+
+
+def _minutes(row: dict[str, Any]) -> str:
+    return f"{row['_window_secs'] // 60:.0f} minutes"
+
+
+_TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "requests": lambda r: f"{r['requests']:.0f} requests",
+    "peak_window_requests": lambda r: f"{r['peak_window_requests']:.0f} requests within {_minutes(r)}",
+    "requests_per_minute": lambda r: f"{r['requests_per_minute']:.0f} requests per minute",
+    "ratio_4xx": lambda r: f"{_pct(r['n_4xx'], r['requests'])} answered 4xx",
+    "ratio_404": lambda r: f"{_pct(r['n_404'], r['requests'])} answered 404{_example(r, 'example_404')}",
+    "ratio_401_403": lambda r: f"{_pct(r['n_401_403'], r['requests'])} answered 401 or 403",
+    "ratio_429": lambda r: f"{_pct(r['n_429'], r['requests'])} answered 429 (rate limited)",
+    "ratio_5xx": lambda r: f"{_pct(r['n_5xx'], r['requests'])} answered 5xx",
+    "peak_window_errors": lambda r: f"{r['peak_window_errors']:.0f} client errors within {_minutes(r)}",
+    "distinct_paths": lambda r: f"{r['distinct_paths']:.0f} distinct paths",
+    "distinct_path_ratio": lambda r: f"{r['distinct_paths']:.0f} distinct paths in {r['requests']:.0f} requests",
+    "ratio_post": lambda r: f"{_pct(r['n_post'], r['requests'])} were POST",
+    "ratio_head_other": lambda r: f"{_pct(r['n_head_other'], r['requests'])} used HEAD or unusual methods",
+    "ratio_static": lambda r: f"only {_pct(r['n_static'], r['requests'])} loaded static assets",
+    "ratio_sensitive": lambda r: (
+        f"{r['n_sensitive']:.0f} requests to sensitive paths{_example(r, 'example_sensitive')}"
+    ),
+    "ratio_injection": lambda r: (
+        f"{r['n_injection']:.0f} requests with injection markers{_example(r, 'example_injection')}"
+    ),
+    "path_length_mean": lambda r: f"request targets of {r['path_length_mean']:.0f} characters on average",
+    "query_length_max": lambda r: f"a query string of {r['query_length_max']:.0f} characters",
+    "ratio_no_user_agent": lambda r: f"{_pct(r['n_no_user_agent'], r['requests'])} sent no user agent",
+    "ratio_tool_user_agent": lambda r: f'user agent "{safe_text(r.get("top_user_agent"), 60)}"',
+    "distinct_user_agents": lambda r: f"{r['distinct_user_agents']:.0f} different user agents",
+    "ratio_no_referer": lambda r: f"{_pct(r['n_no_referer'], r['requests'])} sent no referer",
+    "gap_regularity": lambda r: "requests at machine-regular intervals",
+    "bytes_per_request": lambda r: f"only {r['bytes_per_request']:.0f} bytes per response on average",
+    "ratio_rare_paths": lambda r: f"{_pct(r['n_rare_paths'], r['requests'])} to paths no other client requested",
+    "payload_rarity_max": lambda r: (
+        f"a request shaped like nothing else on this site{_example(r, 'example_rare')}"
+    ),
+    "ratio_rare_payloads": lambda r: (
+        f"{_pct(r['n_rare_payloads'], r['requests'])} shaped like nothing else on this site"
+    ),
+}
+
+assert set(_TEMPLATES) == {f.name for f in FEATURES}, "every feature needs a reason template"
+
+
+def ranked_features(contribution: np.ndarray, deviation: np.ndarray) -> list[int]:
+    """Feature indexes that pushed this client's score, strongest first."""
+    order = np.lexsort((-deviation, -contribution))
+    return [int(j) for j in order if deviation[j] > 0 and contribution[j] >= MIN_CONTRIBUTION]
+
+
+def reasons_for(
+    row: dict[str, Any], contribution: np.ndarray, deviation: np.ndarray, limit: int = MAX_REASONS
+) -> list[str]:
+    """1-3 reasons for one client, from its own counts."""
+    out: list[str] = []
+    seen_status = False
+    for j in ranked_features(contribution, deviation):
+        name = FEATURES[j].name
+        # 4xx and 404 usually say the same thing twice: keep the more specific one.
+        if name in ("ratio_4xx", "ratio_404", "peak_window_errors"):
+            if seen_status:
+                continue
+            seen_status = True
+        out.append(_TEMPLATES[name](row))
+        if len(out) == limit:
+            break
+    return out
+
+
+def describe(name: str, row: dict[str, Any]) -> str:
+    return _TEMPLATES[name](row)

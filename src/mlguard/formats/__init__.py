@@ -1,0 +1,45 @@
+"""Log formats: each turns a chunk of raw lines into the record schema plus the unparsed lines.
+
+Formats register by name here, in one place. `auto` picks one from a sample of the input.
+"""
+
+from __future__ import annotations
+
+from mlguard.errors import UsageError
+from mlguard.formats.base import LogFormat, ParsedChunk
+from mlguard.formats.clf import CombinedFormat, CommonFormat
+
+FORMATS: dict[str, type[LogFormat]] = {
+    "combined": CombinedFormat,
+    "common": CommonFormat,
+}
+
+AUTO = "auto"
+
+
+def get_format(name: str) -> LogFormat:
+    try:
+        return FORMATS[name]()
+    except KeyError:
+        names = ", ".join([AUTO, *sorted(FORMATS)])
+        raise UsageError(f"unknown log format '{name}'; expected one of: {names}") from None
+
+
+def detect_format(sample: bytes) -> LogFormat:
+    """Pick the format that parses the most of a sample (ties go to the richer format)."""
+    best: LogFormat | None = None
+    best_score = -1.0
+    for cls in FORMATS.values():
+        fmt = cls()
+        score = fmt.sniff(sample)
+        if score > best_score:
+            best, best_score = fmt, score
+    if best is None or best_score <= 0:
+        raise UsageError(
+            "could not recognise the log format from the first lines; "
+            "name it with --log-format (one of: " + ", ".join(sorted(FORMATS)) + ")"
+        )
+    return best
+
+
+__all__ = ["AUTO", "FORMATS", "LogFormat", "ParsedChunk", "detect_format", "get_format"]

@@ -1,0 +1,168 @@
+"""The detection pipeline shared by every entry point: read -> parse -> features -> scores ->
+verdicts -> reasons. The CLI, and later the daemon, Lambda and Spark, call these functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from mlguard.decisions.policy import ALERT, BLOCK, Policy
+from mlguard.detectors.ensemble import ClientScorer, Scores
+from mlguard.detectors.model import Baseline
+from mlguard.errors import InputError, StrictParseError
+from mlguard.explain.reasons import reasons_for, safe_text
+from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
+from mlguard.features.catalogue import FEATURE_NAMES
+from mlguard.formats import AUTO, LogFormat, detect_format, get_format
+from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
+
+MAX_EXAMPLES = 5
+SNIFF_BYTES = 256 * 1024
+
+
+@dataclass
+class UnparsedLine:
+    source: str
+    line_no: int
+    reason: str
+    text: str  # already made safe to print
+
+
+@dataclass
+class ReadStats:
+    lines: int = 0
+    records: int = 0
+    unparsed: int = 0
+    unparsed_by_reason: Counter[str] = field(default_factory=Counter)
+    examples: list[UnparsedLine] = field(default_factory=list)
+    problems: list[ReadProblem] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)  # source -> format name
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ReadResult:
+    table: FeatureTable | None
+    stats: ReadStats
+    accumulator: ClientAccumulator
+    kept: pl.DataFrame | None = None  # records of one client, for `explain`
+
+
+ProgressFn = Callable[[int], None]
+
+
+def _choose_format(name: str, sample: bytes) -> LogFormat:
+    if name == AUTO:
+        return detect_format(sample)
+    return get_format(name)
+
+
+def read_logs(
+    paths: list[str],
+    *,
+    log_format: str = AUTO,
+    strict: bool = False,
+    window_secs: int = WINDOW_SECS,
+    keep_client: str | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: ProgressFn | None = None,
+    stdin: Any = None,
+) -> ReadResult:
+    """Parse every input into the per-client accumulator; count and keep examples of bad lines."""
+    started = time.perf_counter()
+    files = expand_paths(paths)
+    stats = ReadStats()
+    acc = ClientAccumulator(window_secs)
+    kept: list[pl.DataFrame] = []
+    chosen: dict[str, LogFormat] = {}
+    chunks = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
+    for chunk in chunks:
+        fmt = chosen.get(chunk.source)
+        if fmt is None:
+            fmt = chosen[chunk.source] = _choose_format(log_format, chunk.data[:SNIFF_BYTES])
+            stats.formats[chunk.source] = fmt.name
+        parsed = fmt.parse(chunk.data, chunk.first_line_no)
+        n_lines = parsed.records.height + parsed.unparsed.height
+        stats.lines += n_lines
+        stats.records += parsed.records.height
+        stats.bytes_read += len(chunk.data)
+        if parsed.unparsed.height:
+            stats.unparsed += parsed.unparsed.height
+            stats.unparsed_by_reason.update(parsed.unparsed["reason"].to_list())
+            if strict:
+                first = parsed.unparsed.row(0, named=True)
+                raise StrictParseError(
+                    f"{chunk.source}:{first['line_no']}: {first['reason']} (--strict): "
+                    f"{safe_text(first['text'], 120)}"
+                )
+            room = MAX_EXAMPLES - len(stats.examples)
+            for row in parsed.unparsed.head(max(room, 0)).iter_rows(named=True):
+                stats.examples.append(
+                    UnparsedLine(chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200))
+                )
+        acc.add(parsed.records)
+        if keep_client is not None:
+            kept.append(parsed.records.filter(pl.col("client") == keep_client))
+        if progress is not None:
+            progress(len(chunk.data))
+    if strict and stats.problems:
+        raise StrictParseError(f"{stats.problems[0].source}: {stats.problems[0].message}")
+    stats.seconds = time.perf_counter() - started
+    table = None if acc.empty else acc.finish()
+    return ReadResult(table, stats, acc, pl.concat(kept) if kept else None)
+
+
+@dataclass
+class Detection:
+    findings: pl.DataFrame  # one row per client: client, score, verdict, reasons, features...
+    scores: Scores
+    table: FeatureTable
+    scorer: ClientScorer
+
+
+def score_table(
+    result: ReadResult, policy: Policy, baseline: Baseline | None = None, random_state: int = 0
+) -> Detection:
+    """Score every client (against `baseline`, or against the input itself) and decide."""
+    if result.table is None:
+        raise InputError("no log line could be parsed, so there is nothing to score")
+    table = result.table
+    if baseline is not None:
+        table = result.accumulator.finish(reference=baseline.reference, priors=baseline.priors)
+        scorer = baseline.scorer
+    else:
+        X_fit = table.frame.select(FEATURE_NAMES).to_numpy()
+        if X_fit.shape[0] < 2:
+            raise InputError(
+                "the input holds a single client: there is nothing to compare it with; "
+                "score it against a baseline with --model"
+            )
+        scorer = ClientScorer(random_state=random_state).fit(X_fit)
+    X = table.frame.select(FEATURE_NAMES).to_numpy()
+    scores = scorer.score(X)
+    frame = table.frame.with_columns(
+        pl.Series("score", np.round(scores.score, 4)),
+        pl.lit(table.window_secs).alias("_window_secs"),
+    )
+    frame = policy.verdicts(frame)
+    verdicts = frame["verdict"].to_list()
+    rows = frame.iter_rows(named=True)
+    reasons: list[list[str]] = []
+    for i, row in enumerate(rows):
+        if verdicts[i] in (ALERT, BLOCK):
+            reasons.append(reasons_for(row, scores.contribution[i], scores.deviation[i]))
+        else:
+            reasons.append([])
+    frame = frame.with_columns(
+        pl.Series("reasons", reasons, dtype=pl.List(pl.String)), pl.int_range(pl.len()).alias("_row")
+    )
+    frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
+    return Detection(frame, scores, table, scorer)

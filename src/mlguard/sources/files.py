@@ -1,0 +1,195 @@
+"""Files (plain or compressed), globs, directories and stdin, read in big line-aligned chunks."""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import io
+import lzma
+import os
+import queue
+import sys
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from mlguard.errors import InputError
+
+CHUNK_BYTES = 64 * 1024 * 1024
+READ_BYTES = 4 * 1024 * 1024
+COMPRESSED_READ_BYTES = 64 * 1024  # what a corrupt compressed tail can cost at most
+STDIN = "-"
+
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A block of whole lines from one input."""
+
+    source: str  # the path as given, or '-' for stdin
+    first_line_no: int  # 1-based number of the first line in `data`
+    data: bytes  # whole lines; the last one may lack its newline at end of input
+
+
+@dataclass
+class ReadProblem:
+    """An input that could not be read to its end (e.g. a truncated gzip)."""
+
+    source: str
+    message: str
+
+
+def expand_paths(specs: list[str]) -> list[str]:
+    """Turn paths, globs and directories into a list of files; '-' stands for stdin."""
+    out: list[str] = []
+    for spec in specs:
+        if spec == STDIN:
+            out.append(STDIN)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(str(p) for p in path.iterdir() if p.is_file())
+            if not files:
+                raise InputError(f"directory '{spec}' holds no files")
+            out.extend(files)
+        elif path.exists():
+            out.append(spec)
+        elif glob.has_magic(spec):
+            matches = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+            if not matches:
+                raise InputError(f"no file matches '{spec}'")
+            out.extend(matches)
+        else:
+            raise InputError(f"cannot read '{spec}': no such file")
+    return out
+
+
+def _sniff(stream: io.BufferedReader) -> str:
+    head = stream.peek(6)[:6]
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    return "plain"
+
+
+def _open_decoded(raw: BinaryIO) -> tuple[BinaryIO, str]:
+    """Decompress by content (magic bytes), not by file name: stdin can be compressed too."""
+    stream = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    kind = _sniff(stream)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=stream), kind  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(stream), kind  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(stream), kind  # type: ignore[return-value]
+    if kind == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(stream), kind  # type: ignore[return-value]
+    return stream, kind  # type: ignore[return-value]
+
+
+_DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError)
+
+
+def _chunks_of(name: str, raw: BinaryIO, chunk_bytes: int, problems: list[ReadProblem]) -> Iterator[Chunk]:
+    stream, kind = _open_decoded(raw)
+    line_no = 1
+    carry = b""
+    piece = min(chunk_bytes, READ_BYTES if kind == "plain" else COMPRESSED_READ_BYTES)
+    failed = False
+    try:
+        while not failed:
+            # Read in pieces so that a corrupt tail of a compressed file loses only that piece.
+            parts: list[bytes] = []
+            size = 0
+            while size < chunk_bytes:
+                try:
+                    part = stream.read(piece)
+                except _DECODE_ERRORS as exc:
+                    problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
+                    failed = True
+                    break
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+            if not parts:
+                break
+            block = carry + b"".join(parts)
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                carry = block
+                continue
+            data, carry = block[: cut + 1], block[cut + 1 :]
+            yield Chunk(name, line_no, data)
+            line_no += data.count(b"\n")
+        if carry:
+            yield Chunk(name, line_no, carry)
+    finally:
+        stream.close()
+
+
+def read_chunks(
+    paths: list[str],
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
+    problems: list[ReadProblem] | None = None,
+    stdin: BinaryIO | None = None,
+) -> Iterator[Chunk]:
+    """Yield line-aligned chunks of every input in order; read problems go to `problems`."""
+    sink = problems if problems is not None else []
+    for name in paths:
+        if name == STDIN:
+            yield from _chunks_of(name, stdin or sys.stdin.buffer, chunk_bytes, sink)
+            continue
+        try:
+            raw = open(name, "rb")  # noqa: SIM115 - closed by _chunks_of
+        except OSError as exc:
+            raise InputError(f"cannot read '{name}': {exc.strerror or exc}") from exc
+        yield from _chunks_of(name, raw, chunk_bytes, sink)
+
+
+def prefetch(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
+    """Read (and decompress) the next chunks in a thread while the caller parses this one."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=pump, name="mlguard-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()

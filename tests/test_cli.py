@@ -1,0 +1,169 @@
+"""`mlguard` end to end, as a user runs it: a real subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "examples" / "access.log"
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlguard", *args],
+        input=stdin.decode("utf-8", "replace") if stdin is not None else None,
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def example_json() -> list[dict]:
+    proc = run("detect", str(EXAMPLE), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_detect_json_has_the_documented_fields(example_json: list[dict]) -> None:
+    labels = pl.read_csv(ROOT / "examples" / "labels.csv")
+    assert len(example_json) == labels.height  # one object per client
+    for obj in example_json:
+        assert {"ip", "score", "verdict", "requests", "reasons", "first_seen", "last_seen",
+                "features"} <= obj.keys()
+        assert obj["verdict"] in ("block", "alert", "pass")
+        assert 0.0 <= obj["score"] <= 1.0
+        assert obj["first_seen"].endswith("Z") and obj["first_seen"] <= obj["last_seen"]
+        if obj["verdict"] != "pass":
+            assert 1 <= len(obj["reasons"]) <= 3
+    scores = [o["score"] for o in example_json]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_example_attackers_are_on_top(example_json: list[dict]) -> None:
+    labels = pl.read_csv(ROOT / "examples" / "labels.csv")
+    bad = set(labels.filter(pl.col("label") == "malicious")["ip"].to_list())
+    top = [o["ip"] for o in example_json[:10]]
+    # The scanner, the brute-forcer and the worm of the example stand out clearly.
+    assert sum(ip in bad for ip in top) >= 6
+    blocked = {o["ip"] for o in example_json if o["verdict"] == "block"}
+    assert blocked <= bad
+
+
+def test_table_output_and_summary() -> None:
+    proc = run("detect", str(EXAMPLE), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "flagged client" in proc.stdout
+    assert "lines read" in proc.stderr and "lines/s" in proc.stderr
+
+
+def test_csv_output(example_json: list[dict]) -> None:
+    proc = run("detect", str(EXAMPLE), "--csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["ip"] for r in rows] == [o["ip"] for o in example_json]
+
+
+def test_stdin_reads_the_same_as_the_file(example_json: list[dict]) -> None:
+    proc = run("detect", "-", "--json", stdin=EXAMPLE.read_bytes())
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["ip"] for x in proc.stdout.splitlines()] == [o["ip"] for o in example_json]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["detect", "/no/such/file.log"], "no such file"),
+        (["detect", "/no/such/*.log"], "no file matches"),
+        (["detect", str(EXAMPLE), "--log-format", "nope"], "unknown log format 'nope'"),
+        (["detect", str(EXAMPLE), "--alert-threshold", "0.9", "--block-threshold", "0.5"],
+         "must be higher"),
+        (["detect", str(EXAMPLE), "--allow", "not-a-net"], "not an IP address or CIDR"),
+        (["detect", str(EXAMPLE), "--model", "/no/such/model.npz"], "does not exist"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_strict_fails_on_a_bad_line(fixtures: Path) -> None:
+    proc = run("detect", str(fixtures / "hostile.log"), "--strict")
+    assert proc.returncode == 2
+    assert "--strict" in proc.stderr and "Traceback" not in proc.stderr
+    lenient = run("detect", str(fixtures / "hostile.log"), "--json")
+    assert lenient.returncode == 0, lenient.stderr
+    assert "unparsed" in lenient.stderr and "empty line" in lenient.stderr
+
+
+def test_hostile_text_never_reaches_the_terminal_raw(fixtures: Path) -> None:
+    proc = run("detect", str(fixtures / "hostile.log"), "--alert-threshold", "0.0",
+               "--block-threshold", "0.01", "--min-block-requests", "1")
+    assert proc.returncode == 0, proc.stderr
+    for stream in (proc.stdout, proc.stderr):
+        assert "\x1b" not in stream and "\x00" not in stream and "\x07" not in stream
+
+
+def test_train_then_detect_with_the_model(tmp_path: Path, labelled_small) -> None:
+    log, _labels = labelled_small
+    model = tmp_path / "baseline.npz"
+    proc = run("train", str(ROOT / "tests" / "fixtures" / "combined_sample.log"), str(log),
+               "--out", str(model))
+    assert proc.returncode == 0, proc.stderr
+    assert model.exists()
+    with np.load(model, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+    assert meta["format"] == "mlguard-model" and meta["training_clients"] > 100
+    assert meta["features"] and meta["versions"]["scikit-learn"]
+    first = run("detect", str(EXAMPLE), "--model", str(model), "--json")
+    second = run("detect", str(EXAMPLE), "--model", str(model), "--json")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout  # deterministic for a fixed seed
+
+
+def test_a_model_from_another_version_is_refused(tmp_path: Path, labelled_small) -> None:
+    log, _ = labelled_small
+    model = tmp_path / "m.npz"
+    assert run("train", str(log), "--out", str(model)).returncode == 0
+    with np.load(model, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["feature_version"] = 999
+    arrays["meta"] = np.array(json.dumps(meta))
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    proc = run("detect", str(EXAMPLE), "--model", str(old))
+    assert proc.returncode == 2
+    assert "retrain" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_pickled_model_is_never_unpickled(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.npz"
+    marker = tmp_path / "pwned"
+    payload = np.array([f"__import__('pathlib').Path({str(marker)!r}).touch()"], dtype=object)
+    np.savez(evil, meta=payload, train_matrix=payload)
+    proc = run("detect", str(EXAMPLE), "--model", str(evil))
+    assert proc.returncode == 2
+    assert "not an MLGuard model" in proc.stderr
+    assert not marker.exists()
+
+
+def test_explain_one_client(fixtures: Path) -> None:
+    proc = run("explain", str(EXAMPLE), "--ip", "116.44.75.12", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "client 116.44.75.12" in out and "verdict" in out
+    assert "ratio_404" in out and "typical" in out  # every feature against the population
+    assert "cmd.exe" in out  # a sample of its parsed requests
+    missing = run("explain", str(EXAMPLE), "--ip", "203.0.113.250")
+    assert missing.returncode == 2 and "does not appear" in missing.stderr
