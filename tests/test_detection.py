@@ -51,11 +51,13 @@ def test_well_behaved_outliers_are_not_flagged() -> None:
 
 
 def test_allowlisted_and_private_clients_are_never_blocked() -> None:
-    frame = pl.DataFrame({
-        "client": ["198.51.100.7", "10.1.2.3", "203.0.113.9", "2001:db8::1", "garbage"],
-        "score": [0.99] * 5,
-        "requests": [500.0] * 5,
-    })
+    frame = pl.DataFrame(
+        {
+            "client": ["198.51.100.7", "10.1.2.3", "203.0.113.9", "2001:db8::1", "garbage"],
+            "score": [0.99] * 5,
+            "requests": [500.0] * 5,
+        }
+    )
     policy = Policy(allow=parse_networks(["198.51.100.0/24"]))
     verdicts = dict(zip(*policy.verdicts(frame).select("client", "verdict"), strict=True))
     assert verdicts["198.51.100.7"] == "pass"  # allowlisted: feedback that sticks

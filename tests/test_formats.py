@@ -26,7 +26,10 @@ def test_combined_sample_parses_every_line(fixtures: Path) -> None:
     # Fixture line 150 is elastic line 8899, whose user agent has no closing quote: the
     # request is real, so it is kept, with the user agent up to the end of the line.
     cut = parsed.records.filter(pl.col("line_no") == 150).row(0, named=True)
-    assert cut["user_agent"] == "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html"
+    assert (
+        cut["user_agent"]
+        == "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html"
+    )
     first = parsed.records.row(0, named=True)
     assert first["line_no"] == 1
     assert first["status"] in (200, 304, 404, 301)
@@ -42,7 +45,10 @@ def test_fields_of_a_known_line() -> None:
     assert row["client"] == "83.149.9.216"
     assert row["time"].isoformat() == "2015-05-17T08:05:03+00:00"  # +0200 honoured, UTC out
     assert (row["method"], row["path"], row["query"], row["protocol"]) == (
-        "GET", "/a/b.png", "x=1&y=2", "HTTP/1.1"
+        "GET",
+        "/a/b.png",
+        "x=1&y=2",
+        "HTTP/1.1",
     )
     assert (row["status"], row["bytes"]) == (200, 203023)
     assert row["referer"] == "http://semicomplete.com/"
@@ -84,8 +90,9 @@ def test_hostile_lines_match_their_expectations(fixtures: Path) -> None:
     data = (fixtures / "hostile.log").read_bytes()
     expect = json.loads((fixtures / "hostile.expect.json").read_text())
     parsed = get_format("combined").parse(data)
-    parsed_lines = dict(zip(parsed.records["line_no"].to_list(), parsed.records["client"].to_list(),
-                            strict=True))
+    parsed_lines = dict(
+        zip(parsed.records["line_no"].to_list(), parsed.records["client"].to_list(), strict=True)
+    )
     unparsed_lines = set(parsed.unparsed["line_no"].to_list())
     assert len(parsed_lines) + len(unparsed_lines) == len(expect)
     for case in expect:
@@ -93,18 +100,25 @@ def test_hostile_lines_match_their_expectations(fixtures: Path) -> None:
             assert parsed_lines.get(case["line_no"]) == case["client"], case["note"]
         else:
             assert case["line_no"] in unparsed_lines, case["note"]
-    reasons = dict(zip(parsed.unparsed["line_no"].to_list(), parsed.unparsed["reason"].to_list(),
-                       strict=True))
+    reasons = dict(
+        zip(parsed.unparsed["line_no"].to_list(), parsed.unparsed["reason"].to_list(), strict=True)
+    )
     assert reasons[8] == f"line longer than {MAX_LINE_BYTES} bytes"
     assert reasons[9] == "empty line"
 
 
 @pytest.mark.parametrize(
     ("suffix", "compress"),
-    [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress),
-     (".zst", lambda b: zstandard.ZstdCompressor().compress(b))],
+    [
+        (".gz", gzip.compress),
+        (".bz2", bz2.compress),
+        (".xz", lzma.compress),
+        (".zst", lambda b: zstandard.ZstdCompressor().compress(b)),
+    ],
 )
-def test_compressed_inputs_read_the_same(fixtures: Path, tmp_path: Path, suffix: str, compress) -> None:
+def test_compressed_inputs_read_the_same(
+    fixtures: Path, tmp_path: Path, suffix: str, compress
+) -> None:
     data = (fixtures / "combined_sample.log").read_bytes()
     plain = read_logs([str(fixtures / "combined_sample.log")])
     target = tmp_path / f"sample.log{suffix}"

@@ -38,7 +38,7 @@ from mlguard.detectors.model import Baseline, build_baseline, load_model, save_m
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import describe, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
-from mlguard.features.catalogue import FEATURES, FEATURE_NAMES
+from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS
 from mlguard.pipeline import Detection, ReadResult, read_logs, score_table
 
@@ -51,25 +51,32 @@ app = typer.Typer(
 )
 # Piped output is read by people too (less, a ticket): give tables room instead of 80 columns.
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PathsArg = Annotated[
-    list[str], typer.Argument(help="Log files, globs or directories; '-' reads stdin.", show_default=False)
+    list[str],
+    typer.Argument(help="Log files, globs or directories; '-' reads stdin.", show_default=False),
 ]
 FormatOpt = Annotated[
     str,
     typer.Option("--log-format", "-f", help=f"Log format: {AUTO} or one of {', '.join(FORMATS)}."),
 ]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fail on the first line that does not parse.")
+]
 WindowOpt = Annotated[
-    int, typer.Option("--window-secs", min=10, help="Length of the time windows for burst features.")
+    int,
+    typer.Option("--window-secs", min=10, help="Length of the time windows for burst features."),
 ]
 ModelOpt = Annotated[
-    Path | None, typer.Option("--model", "-m", help="Score against this baseline (from 'mlguard train').")
+    Path | None,
+    typer.Option("--model", "-m", help="Score against this baseline (from 'mlguard train')."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+]
 
 
 def _stdin_size(paths: list[str]) -> int | None:
@@ -94,20 +101,32 @@ def _progress(paths: list[str], enabled: bool) -> Iterator[Any]:
         yield lambda n: bar.advance(task, n)
 
 
-def _read(paths: list[str], log_format: str, strict: bool, window_secs: int, progress: bool,
-          keep_client: str | None = None) -> ReadResult:
+def _read(
+    paths: list[str],
+    log_format: str,
+    strict: bool,
+    window_secs: int,
+    progress: bool,
+    keep_client: str | None = None,
+) -> ReadResult:
     if log_format != AUTO and log_format not in FORMATS:
         raise UsageError(
             f"unknown log format '{log_format}'; expected one of: {', '.join([AUTO, *FORMATS])}"
         )
     with _progress(paths, progress) as advance:
         return read_logs(
-            paths, log_format=log_format, strict=strict, window_secs=window_secs,
-            keep_client=keep_client, progress=advance,
+            paths,
+            log_format=log_format,
+            strict=strict,
+            window_secs=window_secs,
+            keep_client=keep_client,
+            progress=advance,
         )
 
 
-def _policy(alert: float, block: float, min_requests: int, allow: list[str], block_private: bool) -> Policy:
+def _policy(
+    alert: float, block: float, min_requests: int, allow: list[str], block_private: bool
+) -> Policy:
     return Policy(alert, block, min_requests, parse_networks(allow), block_private)
 
 
@@ -156,7 +175,8 @@ def _table(findings: pl.DataFrame, top: int) -> None:
     flagged = findings.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
     shown = flagged.head(top) if flagged.height else findings.head(min(top, 5))
     title = (
-        f"{flagged.height} flagged client(s)" if flagged.height
+        f"{flagged.height} flagged client(s)"
+        if flagged.height
         else "No client flagged; the highest scores:"
     )
     table = Table(title=title, title_justify="left", expand=False)
@@ -183,7 +203,9 @@ def _table(findings: pl.DataFrame, top: int) -> None:
 @app.command()
 def detect(
     paths: PathsArg,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per client.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="JSON Lines, one object per client.")
+    ] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV, one row per client.")] = False,
     log_format: FormatOpt = AUTO,
     strict: StrictOpt = False,
@@ -196,7 +218,10 @@ def detect(
         float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
     ] = DEFAULT_BLOCK_THRESHOLD,
     min_block_requests: Annotated[
-        int, typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests.")
+        int,
+        typer.Option(
+            "--min-block-requests", min=1, help="Never block a client with fewer requests."
+        ),
     ] = DEFAULT_MIN_BLOCK_REQUESTS,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
@@ -212,7 +237,9 @@ def detect(
     """Score every client of the logs and print who looks malicious, and why."""
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
-    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
+    policy = _policy(
+        alert_threshold, block_threshold, min_block_requests, allow or [], block_private
+    )
     baseline = load_model(model) if model is not None else None
     result = _read(paths, log_format, strict, window_secs, progress)
     detection = score_table(result, policy, baseline, random_state=seed)
@@ -222,13 +249,34 @@ def detect(
             write(json.dumps(_finding(row), ensure_ascii=True) + "\n")
     elif csv_out:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["ip", "score", "verdict", "requests", "first_seen", "last_seen", "reasons",
-                         "protected", *FEATURE_NAMES])
+        writer.writerow(
+            [
+                "ip",
+                "score",
+                "verdict",
+                "requests",
+                "first_seen",
+                "last_seen",
+                "reasons",
+                "protected",
+                *FEATURE_NAMES,
+            ]
+        )
         for row in detection.findings.iter_rows(named=True):
             f = _finding(row)
-            writer.writerow([f["ip"], f["score"], f["verdict"], f["requests"], f["first_seen"],
-                             f["last_seen"], "; ".join(f["reasons"]), f["protected"] or "",
-                             *f["features"].values()])
+            writer.writerow(
+                [
+                    f["ip"],
+                    f["score"],
+                    f["verdict"],
+                    f["requests"],
+                    f["first_seen"],
+                    f["last_seen"],
+                    "; ".join(f["reasons"]),
+                    f["protected"] or "",
+                    *f["features"].values(),
+                ]
+            )
     else:
         _table(detection.findings, top)
     _summary(result, detection)
@@ -260,12 +308,16 @@ def train(
         "alert_threshold": DEFAULT_ALERT_THRESHOLD,
         "block_threshold": DEFAULT_BLOCK_THRESHOLD,
     }
-    baseline = build_baseline(frame.select(FEATURE_NAMES).to_numpy(), table.rarity, table.priors, meta, seed)
+    baseline = build_baseline(
+        frame.select(FEATURE_NAMES).to_numpy(), table.rarity, table.priors, meta, seed
+    )
     save_model(baseline, out_path)
-    err.print(Text(
-        f"model written to {out_path}: {frame.height:,} clients, {result.stats.lines:,} lines, "
-        f"{meta['training_first']} .. {meta['training_last']}"
-    ))
+    err.print(
+        Text(
+            f"model written to {out_path}: {frame.height:,} clients, {result.stats.lines:,} lines, "
+            f"{meta['training_first']} .. {meta['training_last']}"
+        )
+    )
     _summary(result, None)
 
 
@@ -277,7 +329,9 @@ def explain(
     model: ModelOpt = None,
     window_secs: WindowOpt = WINDOW_SECS,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Parsed requests to show.")] = 15,
-    allow: Annotated[list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")
+    ] = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -286,8 +340,13 @@ def explain(
     client = ip.strip().lower()
     baseline: Baseline | None = load_model(model) if model is not None else None
     result = _read(paths, log_format, False, window_secs, progress, keep_client=client)
-    policy = _policy(DEFAULT_ALERT_THRESHOLD, DEFAULT_BLOCK_THRESHOLD, DEFAULT_MIN_BLOCK_REQUESTS,
-                     allow or [], False)
+    policy = _policy(
+        DEFAULT_ALERT_THRESHOLD,
+        DEFAULT_BLOCK_THRESHOLD,
+        DEFAULT_MIN_BLOCK_REQUESTS,
+        allow or [],
+        False,
+    )
     detection = score_table(result, policy, baseline, random_state=seed)
     match = detection.findings.filter(pl.col("client") == client)
     if match.height == 0:
@@ -296,39 +355,57 @@ def explain(
     i = int(row["_row"])
     scores = detection.scores
     out.print(Text(f"client {safe_text(client)}", style="bold"))
-    out.print(Text(
-        f"score {row['score']:.3f}  verdict {row['verdict']}  requests {int(row['requests']):,}  "
-        f"first {_iso(row['first_seen'])}  last {_iso(row['last_seen'])}"
-        + (f"  (never blocked: {row['protected']})" if row["protected"] else "")
-    ))
+    out.print(
+        Text(
+            f"score {row['score']:.3f}  verdict {row['verdict']}  "
+            f"requests {int(row['requests']):,}  "
+            f"first {_iso(row['first_seen'])}  last {_iso(row['last_seen'])}"
+            + (f"  (never blocked: {row['protected']})" if row["protected"] else "")
+        )
+    )
     reasons = row["reasons"] or ["no reason: the score is below the alert threshold"]
     for reason in reasons:
         out.print(Text(f"  - {reason}"))
     requests = result.kept if result.kept is not None else None
     if requests is not None and samples:
-        table = Table(title=f"requests (first {min(samples, requests.height)} of {requests.height:,})",
-                      title_justify="left")
+        table = Table(
+            title=f"requests (first {min(samples, requests.height)} of {requests.height:,})",
+            title_justify="left",
+        )
         for column in ("line", "time", "method", "target", "status", "user agent"):
             table.add_column(column)
         for r in requests.sort("time").head(samples).iter_rows(named=True):
             target = (r["path"] or "") + (f"?{r['query']}" if r["query"] is not None else "")
-            table.add_row(str(r["line_no"]), _iso(r["time"]) or "", Text(safe_text(r["method"], 10)),
-                          Text(safe_text(target, 80)), str(r["status"] or "-"),
-                          Text(safe_text(r["user_agent"], 50)))
+            table.add_row(
+                str(r["line_no"]),
+                _iso(r["time"]) or "",
+                Text(safe_text(r["method"], 10)),
+                Text(safe_text(target, 80)),
+                str(r["status"] or "-"),
+                Text(safe_text(r["user_agent"], 50)),
+            )
         out.print(table)
     population = detection.table.frame.select(FEATURE_NAMES)
     medians = population.median().row(0, named=True)
-    features = Table(title="features (suspicious-side deviation and push on the score)",
-                     title_justify="left")
+    features = Table(
+        title="features (suspicious-side deviation and push on the score)", title_justify="left"
+    )
     for column in ("feature", "value", "typical", "deviation", "push", "what it means here"):
-        features.add_column(column, justify="right" if column in ("value", "typical", "deviation", "push") else "left")
+        features.add_column(
+            column,
+            justify="right" if column in ("value", "typical", "deviation", "push") else "left",
+        )
     order = sorted(range(len(FEATURES)), key=lambda j: -scores.contribution[i][j])
     for j in order:
         f = FEATURES[j]
         deviation = scores.deviation[i][j]
         push = scores.contribution[i][j]
         features.add_row(
-            f.name, f"{row[f.name]:.4g}", f"{medians[f.name]:.4g}", f"{deviation:.2f}", f"{push:.2f}",
+            f.name,
+            f"{row[f.name]:.4g}",
+            f"{medians[f.name]:.4g}",
+            f"{deviation:.2f}",
+            f"{push:.2f}",
             Text(describe(f.name, row) if deviation > 0 else ""),
         )
     out.print(features)
@@ -348,7 +425,8 @@ def main() -> None:
     except MLGuardError as exc:
         if verbose:
             traceback.print_exc()
-        err.print(Text(f"mlguard: error: {exc}"))
+        # One line, however narrow the terminal: no wrapping, control characters escaped.
+        sys.stderr.write(f"mlguard: error: {safe_text(exc)}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -83,7 +83,9 @@ def read_logs(
     acc = ClientAccumulator(window_secs)
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
-    chunks = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
+    chunks = prefetch(
+        read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin)
+    )
     for chunk in chunks:
         fmt = chosen.get(chunk.source)
         if fmt is None:
@@ -106,7 +108,9 @@ def read_logs(
             room = MAX_EXAMPLES - len(stats.examples)
             for row in parsed.unparsed.head(max(room, 0)).iter_rows(named=True):
                 stats.examples.append(
-                    UnparsedLine(chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200))
+                    UnparsedLine(
+                        chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200)
+                    )
                 )
         acc.add(parsed.records)
         if keep_client is not None:
@@ -162,7 +166,8 @@ def score_table(
         else:
             reasons.append([])
     frame = frame.with_columns(
-        pl.Series("reasons", reasons, dtype=pl.List(pl.String)), pl.int_range(pl.len()).alias("_row")
+        pl.Series("reasons", reasons, dtype=pl.List(pl.String)),
+        pl.int_range(pl.len()).alias("_row"),
     )
     frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
     return Detection(frame, scores, table, scorer)

@@ -23,7 +23,7 @@ from mlguard.features.catalogue import FEATURES, Feature
 # same value (most clients never get a 401) still measures distance in meaningful units.
 _MIN_SCALE = {"count": 0.35, "ratio": 0.03, "rarity": 0.05, "value": 0.05}
 _CAP = 25.0  # one feature cannot dominate the ensemble without bound
-SCORE_HALF = 6.0  # ensemble z at which the 0..1 score reaches 0.5
+SCORE_HALF = 5.0  # ensemble z at which the 0..1 score reaches 0.5 (0.8 at 4x that)
 
 
 def transform(features: tuple[Feature, ...], X: np.ndarray) -> np.ndarray:
@@ -44,7 +44,15 @@ class Scores:
 
 
 class ClientScorer:
-    """IsolationForest (scikit-learn) + ECOD + HBOS (PyOD) on one-sided robust z-scores."""
+    """IsolationForest (scikit-learn) + HBOS (PyOD) + total deviation, on one-sided z-scores.
+
+    The three look at different things: IsolationForest at how easily a client is cut off from
+    the rest (combinations of features), HBOS at how improbable each value is on its own, and
+    the total deviation at how far out, in robust spreads, the client is on all suspicious
+    sides together: the magnitude the other two, being rank- or bin-based, cap. On the
+    labelled datasets (bench/datasets) this trio beat IsolationForest alone, ECOD, COPOD,
+    KNN and LODA (see docs/detection.md).
+    """
 
     def __init__(self, random_state: int = 0, n_estimators: int = 200) -> None:
         self.random_state = random_state
@@ -52,7 +60,6 @@ class ClientScorer:
         self.features: tuple[Feature, ...] = FEATURES
 
     def fit(self, X: np.ndarray) -> ClientScorer:
-        from pyod.models.ecod import ECOD
         from pyod.models.hbos import HBOS
         from sklearn.ensemble import IsolationForest
 
@@ -72,7 +79,6 @@ class ClientScorer:
             max_samples=min(256, X.shape[0]),
             random_state=self.random_state,
         ).fit(Z)
-        self.ecod_ = ECOD().fit(Z)
         self.hbos_ = HBOS().fit(Z)
         raw = self._raw_scores(Z)
         # Standardise each detector by its own training distribution (median and MAD), so
@@ -92,17 +98,15 @@ class ClientScorer:
     def _raw_scores(self, Z: np.ndarray) -> dict[str, np.ndarray]:
         return {
             "iforest": -self.iforest_.score_samples(Z),  # flipped: higher = more anomalous
-            "ecod": self.ecod_.decision_function(Z),
             "hbos": self.hbos_.decision_function(Z),
+            "deviation": Z.sum(axis=1),
         }
 
     def score(self, X: np.ndarray) -> Scores:
         T = transform(self.features, np.asarray(X, dtype=np.float64))
         Z = self._deviation(T)
         raw = self._raw_scores(Z)
-        standard = {
-            k: (v - self.score_center_[k]) / self.score_scale_[k] for k, v in raw.items()
-        }
+        standard = {k: (v - self.score_center_[k]) / self.score_scale_[k] for k, v in raw.items()}
         z = np.mean(np.vstack(list(standard.values())), axis=0)
         z = np.clip(z, 0.0, None)
         score = z / (z + SCORE_HALF)

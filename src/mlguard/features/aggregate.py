@@ -28,17 +28,34 @@ RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
 
 _SUM_COLUMNS = (
-    "requests", "n_4xx", "n_404", "n_401_403", "n_429", "n_5xx", "n_post", "n_head_other",
-    "n_static", "n_sensitive", "n_injection", "target_length_sum", "n_no_user_agent",
-    "n_no_referer", "bytes_sum", "gap_n", "gap_sum", "gap_sumsq",
+    "requests",
+    "n_4xx",
+    "n_404",
+    "n_401_403",
+    "n_429",
+    "n_5xx",
+    "n_post",
+    "n_head_other",
+    "n_static",
+    "n_sensitive",
+    "n_injection",
+    "target_length_sum",
+    "n_no_user_agent",
+    "n_no_referer",
+    "bytes_sum",
+    "gap_n",
+    "gap_sum",
+    "gap_sumsq",
 )
 
 
 def _request_table(records: pl.DataFrame) -> pl.DataFrame:
     """Markers for each distinct (path, query) of a chunk."""
     path, query = pl.col("path"), pl.col("query")
-    target = pl.when(query.is_null()).then(path.fill_null("")).otherwise(
-        pl.concat_str([path.fill_null(""), pl.lit("?"), query])
+    target = (
+        pl.when(query.is_null())
+        .then(path.fill_null(""))
+        .otherwise(pl.concat_str([path.fill_null(""), pl.lit("?"), query]))
     )
     return (
         records.select("path", "query")
@@ -74,8 +91,15 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     method = pl.col("method")
     frame = records.join(
         requests.select(
-            "path", "query", "template_id", "shape_id", "target_length", "query_length",
-            "is_static", "is_sensitive", "is_injection",
+            "path",
+            "query",
+            "template_id",
+            "shape_id",
+            "target_length",
+            "query_length",
+            "is_static",
+            "is_sensitive",
+            "is_injection",
         ),
         on=["path", "query"],
         how="left",
@@ -130,29 +154,43 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
 
 
 def _merge(a: Partials, b: Partials) -> Partials:
-    clients = pl.concat([a.clients, b.clients], how="diagonal").group_by("client").agg(
-        *[pl.col(c).sum() for c in _SUM_COLUMNS],
-        pl.col("query_length_max").max(),
-        pl.col("first_seen").min(),
-        pl.col("last_seen").max(),
-        pl.col("example_sensitive").min(),
-        pl.col("example_404").min(),
-        pl.col("example_injection").min(),
+    clients = (
+        pl.concat([a.clients, b.clients], how="diagonal")
+        .group_by("client")
+        .agg(
+            *[pl.col(c).sum() for c in _SUM_COLUMNS],
+            pl.col("query_length_max").max(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            pl.col("example_sensitive").min(),
+            pl.col("example_404").min(),
+            pl.col("example_injection").min(),
+        )
     )
-    windows = pl.concat([a.windows, b.windows], how="diagonal").group_by("client", "window").agg(
-        pl.col("requests").sum(), pl.col("n_4xx").sum()
+    windows = (
+        pl.concat([a.windows, b.windows], how="diagonal")
+        .group_by("client", "window")
+        .agg(pl.col("requests").sum(), pl.col("n_4xx").sum())
     )
-    targets = pl.concat([a.targets, b.targets], how="diagonal").group_by("client", "template_id", "shape_id").agg(
-        pl.col("requests").sum()
+    targets = (
+        pl.concat([a.targets, b.targets], how="diagonal")
+        .group_by("client", "template_id", "shape_id")
+        .agg(pl.col("requests").sum())
     )
-    user_agents = pl.concat([a.user_agents, b.user_agents], how="diagonal").group_by("client", "user_agent").agg(
-        pl.col("requests").sum()
+    user_agents = (
+        pl.concat([a.user_agents, b.user_agents], how="diagonal")
+        .group_by("client", "user_agent")
+        .agg(pl.col("requests").sum())
     )
-    templates = pl.concat([a.templates, b.templates], how="diagonal").group_by("template_id").agg(
-        pl.col("template").first(), pl.col("example_path").min()
+    templates = (
+        pl.concat([a.templates, b.templates], how="diagonal")
+        .group_by("template_id")
+        .agg(pl.col("template").first(), pl.col("example_path").min())
     )
-    shapes = pl.concat([a.shapes, b.shapes], how="diagonal").group_by("shape_id").agg(
-        pl.col("shape").first(), pl.col("example").min()
+    shapes = (
+        pl.concat([a.shapes, b.shapes], how="diagonal")
+        .group_by("shape_id")
+        .agg(pl.col("shape").first(), pl.col("example").min())
     )
     return Partials(clients, windows, targets, user_agents, templates, shapes)
 
@@ -181,9 +219,7 @@ def _trigrams(shapes: pl.DataFrame) -> pl.DataFrame:
     """shape_id -> trigram rows (a shape shorter than 3 characters is its own gram)."""
     length = pl.col("shape").str.len_chars().cast(pl.Int64)
     return (
-        shapes.with_columns(
-            pl.int_ranges(0, pl.max_horizontal(length - 2, pl.lit(1))).alias("_at")
-        )
+        shapes.with_columns(pl.int_ranges(0, pl.max_horizontal(length - 2, pl.lit(1))).alias("_at"))
         .explode("_at")
         .select("shape_id", pl.col("shape").str.slice(pl.col("_at"), 3).alias("trigram"))
         .unique()
@@ -194,7 +230,9 @@ def _rarity(used_by: pl.Expr, total: int) -> pl.Expr:
     """1 - log(clients using it) / log(all clients): 1 for one client alone, 0 for everyone."""
     if total <= 1:
         return pl.lit(1.0)
-    return (1.0 - used_by.cast(pl.Float64).log() / float(pl.Series([total]).log()[0])).clip(0.0, 1.0)
+    return (1.0 - used_by.cast(pl.Float64).log() / float(pl.Series([total]).log()[0])).clip(
+        0.0, 1.0
+    )
 
 
 class ClientAccumulator:
@@ -224,14 +262,17 @@ class ClientAccumulator:
         if self._state is None:
             raise ValueError("no records were added")
         state = self._state
-        n_clients = state.clients.height
         own = self.rarity_reference()
         ref = reference or own
 
         # Path rarity: templates requested by this client alone (or unknown to the baseline).
-        templates = state.targets.join(state.templates.select("template_id", "template"), on="template_id")
+        templates = state.targets.join(
+            state.templates.select("template_id", "template"), on="template_id"
+        )
         if reference is None:
-            tmpl_clients = templates.group_by("template").agg(pl.col("client").n_unique().alias("others"))
+            tmpl_clients = templates.group_by("template").agg(
+                pl.col("client").n_unique().alias("others")
+            )
             tmpl_clients = tmpl_clients.with_columns(pl.col("others") - 1)
         else:
             tmpl_clients = ref.templates.rename({"clients": "others"})
@@ -245,7 +286,9 @@ class ClientAccumulator:
 
         # Payload rarity from shape trigrams used by few clients.
         grams = _trigrams(state.shapes).join(ref.trigrams, on="trigram", how="left")
-        grams = grams.with_columns(_rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r"))
+        grams = grams.with_columns(
+            _rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r")
+        )
         shape_rarity = grams.group_by("shape_id").agg(
             pl.col("r").top_k(3).mean().alias("shape_rarity")
         )
@@ -259,7 +302,9 @@ class ClientAccumulator:
                 .sort_by(["shape_rarity", "example"], descending=[True, False], nulls_last=True)
                 .first()
                 .alias("example_rare"),
-                pl.col("requests").filter(pl.col("shape_rarity") >= RARE_PAYLOAD_LEVEL).sum()
+                pl.col("requests")
+                .filter(pl.col("shape_rarity") >= RARE_PAYLOAD_LEVEL)
+                .sum()
                 .alias("n_rare_payloads"),
             )
         )
@@ -305,24 +350,43 @@ class ClientAccumulator:
             .group_by("trigram")
             .agg(pl.col("client").n_unique().cast(pl.UInt32).alias("clients"))
         )
-        return RarityReference(state.clients.height, templates.sort("template"), trigrams.sort("trigram"))
+        return RarityReference(
+            state.clients.height, templates.sort("template"), trigrams.sort("trigram")
+        )
 
     def _features(
         self, frame: pl.DataFrame, priors: dict[str, float] | None, ref: RarityReference
     ) -> FeatureTable:
         n = pl.col("requests").cast(pl.Float64)
         counts = {
-            "ratio_4xx": "n_4xx", "ratio_404": "n_404", "ratio_401_403": "n_401_403",
-            "ratio_429": "n_429", "ratio_5xx": "n_5xx", "ratio_post": "n_post",
-            "ratio_head_other": "n_head_other", "ratio_static": "n_static",
-            "ratio_sensitive": "n_sensitive", "ratio_injection": "n_injection",
-            "ratio_no_user_agent": "n_no_user_agent", "ratio_tool_user_agent": "n_tool_user_agent",
-            "ratio_no_referer": "n_no_referer", "ratio_rare_paths": "n_rare_paths",
-            "ratio_rare_payloads": "n_rare_payloads", "distinct_path_ratio": "distinct_paths",
+            "ratio_4xx": "n_4xx",
+            "ratio_404": "n_404",
+            "ratio_401_403": "n_401_403",
+            "ratio_429": "n_429",
+            "ratio_5xx": "n_5xx",
+            "ratio_post": "n_post",
+            "ratio_head_other": "n_head_other",
+            "ratio_static": "n_static",
+            "ratio_sensitive": "n_sensitive",
+            "ratio_injection": "n_injection",
+            "ratio_no_user_agent": "n_no_user_agent",
+            "ratio_tool_user_agent": "n_tool_user_agent",
+            "ratio_no_referer": "n_no_referer",
+            "ratio_rare_paths": "n_rare_paths",
+            "ratio_rare_payloads": "n_rare_payloads",
+            "distinct_path_ratio": "distinct_paths",
         }
         frame = frame.with_columns(
-            [pl.col(c).fill_null(0) for c in ("n_rare_paths", "n_rare_payloads", "n_tool_user_agent",
-                                              "distinct_user_agents", "distinct_paths")]
+            [
+                pl.col(c).fill_null(0)
+                for c in (
+                    "n_rare_paths",
+                    "n_rare_payloads",
+                    "n_tool_user_agent",
+                    "distinct_user_agents",
+                    "distinct_paths",
+                )
+            ]
         )
         total = frame.select(pl.col("requests").sum()).item() or 1
         if priors is None:
@@ -349,7 +413,9 @@ class ClientAccumulator:
         )
         median_regularity = frame.select(pl.col("gap_regularity").median()).item()
         frame = frame.with_columns(
-            pl.col("gap_regularity").fill_null(median_regularity if median_regularity is not None else 0.5)
+            pl.col("gap_regularity").fill_null(
+                median_regularity if median_regularity is not None else 0.5
+            )
         )
         casts = [pl.col(f.name).cast(pl.Float64) for f in FEATURES]
         frame = frame.with_columns(casts)

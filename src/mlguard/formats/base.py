@@ -10,7 +10,6 @@ import polars as pl
 
 from mlguard.schema import RECORD_SCHEMA, UNPARSED_SCHEMA
 
-
 MAX_LINE_BYTES = 64 * 1024
 
 

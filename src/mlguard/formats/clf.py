@@ -21,7 +21,8 @@ EXACT = (
     r"^(?<client>\S+) \S+ (?:.*?) \[(?<time>[^\]]+)\] "
     + _QUOTED.replace("(", "(?<request>", 1).replace("(?<request>?:", "(?:", 1)
     + r" (?<status>\d{3}|-) (?<bytes>\d+|-)"
-    + r"(?: " + _QUOTED.replace("(", "(?<referer>", 1).replace("(?<referer>?:", "(?:", 1)
+    + r"(?: "
+    + _QUOTED.replace("(", "(?<referer>", 1).replace("(?<referer>?:", "(?:", 1)
     # The user agent may lack its closing quote when a line was cut (real logs have such lines).
     + r' "(?<user_agent>(?:[^"\\]|\\.)*)(?:"|$)'
     + r")?(?<rest>.*)$"
@@ -75,7 +76,9 @@ class CombinedFormat(LogFormat):
     def parse_lines(self, lines: pl.DataFrame) -> ParsedChunk:
         line = pl.col("line")
         # Split once into columns (a struct reused by many expressions would redo the split).
-        split = lines.with_columns(line.str.split_exact('"', 8).alias("_f")).unnest("_f", separator="")
+        split = lines.with_columns(line.str.split_exact('"', 8).alias("_f")).unnest(
+            "_f", separator=""
+        )
         f = [pl.col(f"_ffield_{i}") for i in range(9)]
         head = f[0]
         shape_ok = (
@@ -96,11 +99,18 @@ class CombinedFormat(LogFormat):
             f[2].str.slice(5).str.strip_chars_end(" ").alias("bytes_text"),
             _dash_null(f[3]).alias("referer"),
             _dash_null(f[5]).alias("user_agent"),
-            (shape_ok & ~escaped & (f[2].str.slice(4, 1) == " ")).fill_null(False).alias("_shape_ok"),
+            (shape_ok & ~escaped & (f[2].str.slice(4, 1) == " "))
+            .fill_null(False)
+            .alias("_shape_ok"),
         )
         fast = _parse_time(fast)
         bytes_ok = (pl.col("bytes_text") == "-") | pl.col("bytes_text").str.contains(r"^\d+$")
-        ok = pl.col("_shape_ok") & pl.col("time").is_not_null() & pl.col("status").is_not_null() & bytes_ok
+        ok = (
+            pl.col("_shape_ok")
+            & pl.col("time").is_not_null()
+            & pl.col("status").is_not_null()
+            & bytes_ok
+        )
         fast = fast.with_columns(ok.fill_null(False).alias("_ok"))
         good = fast.filter(pl.col("_ok"))
         rest = fast.filter(~pl.col("_ok")).select("line_no", "line")
@@ -142,8 +152,10 @@ class CombinedFormat(LogFormat):
             _dash_null(pl.col("referer")).alias("referer"),
             _dash_null(pl.col("user_agent")).alias("user_agent"),
         )
-        has_agent = pl.col("user_agent").is_not_null() | pl.col("referer").is_not_null() | (
-            pl.col("line").str.contains(r'" "[^"]*"$')
+        has_agent = (
+            pl.col("user_agent").is_not_null()
+            | pl.col("referer").is_not_null()
+            | (pl.col("line").str.contains(r'" "[^"]*"$'))
         )
         matched = pl.col("client").is_not_null()
         rest_ok = pl.col("rest").fill_null("").str.contains(self.rest_pattern)
@@ -162,7 +174,9 @@ class CombinedFormat(LogFormat):
         )
         groups = groups.with_columns(ok.fill_null(False).alias("_ok"), reason.alias("reason"))
         good = groups.filter(pl.col("_ok")).with_columns(pl.col("time_parsed").alias("time"))
-        bad = groups.filter(~pl.col("_ok")).select("line_no", "reason", pl.col("line").alias("text"))
+        bad = groups.filter(~pl.col("_ok")).select(
+            "line_no", "reason", pl.col("line").alias("text")
+        )
         return self._finish(good), conform_unparsed(bad)
 
 
