@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "wall time / peak RSS of mlguard detect vs Polars and a Python loop",
     ),
     "make-log": ("bench.make_big_log:main", "generate a big synthetic Apache combined log"),
+    "detection": ("bench.detection:main", "precision/recall/ROC-AUC on every labelled dataset"),
 }
 
 

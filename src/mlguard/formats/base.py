@@ -43,7 +43,7 @@ def split_lines(data: bytes, first_line_no: int) -> pl.DataFrame:
             frame = None
     if frame is None:
         text = data.decode("utf-8", "replace")
-        lines = text.split("\n")
+        lines = text.split("\n") if text else []
         if text.endswith("\n"):
             lines.pop()
         frame = pl.DataFrame({"line": pl.Series(lines, dtype=pl.String)})

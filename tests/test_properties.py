@@ -1,0 +1,54 @@
+"""Property tests: no input, however hostile, makes the parser raise or lose a line."""
+
+from __future__ import annotations
+
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlguard.features.aggregate import ClientAccumulator
+from mlguard.formats import FORMATS, get_format
+
+VALID = (
+    b'203.0.113.9 - - [17/May/2015:10:05:03 +0000] "GET /index.html HTTP/1.1" 200 1 "-" "ua"\n'
+)
+
+# Pieces that matter to a combined-log parser, mixed with arbitrary bytes.
+PIECES = st.sampled_from(
+    [b'"', b"\\", b'\\"', b"[", b"]", b" ", b"\n", b"\r", b"\x00", b"\x01", b"\xff", b"-", b"?",
+     b"\x1b[31m", b"<script>", b"17/May/2015:10:05:03 +0000", b"GET / HTTP/1.1", b"200", b"::1"]
+)
+HOSTILE = st.lists(st.one_of(st.binary(max_size=40), PIECES), max_size=40).map(b"".join)
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=HOSTILE)
+def test_any_bytes_parse_without_raising_and_every_line_is_accounted_for(data: bytes) -> None:
+    for name in FORMATS:
+        parsed = get_format(name).parse(data, first_line_no=1)
+        assert parsed.records.height + parsed.unparsed.height == _line_count(data)
+        line_nos = sorted(parsed.records["line_no"].to_list() + parsed.unparsed["line_no"].to_list())
+        assert line_nos == list(range(1, _line_count(data) + 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(prefix=HOSTILE, suffix=HOSTILE)
+def test_a_valid_line_survives_any_neighbours(prefix: bytes, suffix: bytes) -> None:
+    data = prefix + b"\n" + VALID + suffix
+    parsed = get_format("combined").parse(data)
+    assert "203.0.113.9" in parsed.records["client"].to_list()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=HOSTILE)
+def test_features_of_hostile_records_never_raise(data: bytes) -> None:
+    parsed = get_format("combined").parse(VALID + data + b"\n" + VALID)
+    acc = ClientAccumulator()
+    acc.add(parsed.records)
+    table = acc.finish()
+    assert table.frame.height >= 1
+    assert table.frame["requests"].sum() == parsed.records.height
