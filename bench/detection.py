@@ -32,15 +32,25 @@ def _counts(y: list[bool], flagged: list[bool]) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     fpr = fp / (fp + tn) if fp + tn else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "fpr": fpr,
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fpr": fpr,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
 
 
 def evaluate(log: Path, labels: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "mlguard", "detect", str(log), "--json", "--no-progress"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seconds = time.perf_counter() - started
     findings = pl.DataFrame([json.loads(x) for x in proc.stdout.splitlines()]).select(
@@ -66,8 +76,10 @@ def evaluate(log: Path, labels: Path) -> dict:
         "block": _counts(y, [v == "block" for v in verdict]),
         "roc_auc": roc_auc_score(y, score),
         "pr_auc": average_precision_score(y, score),
-        "per_actor": {r["actor"]: {"clients": r["clients"], "recall": r["recall"]}
-                      for r in per_actor.iter_rows(named=True)},
+        "per_actor": {
+            r["actor"]: {"clients": r["clients"], "recall": r["recall"]}
+            for r in per_actor.iter_rows(named=True)
+        },
         "seconds": seconds,
     }
 
@@ -92,8 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for seed in seeds:
         target = Path(args.work) / f"seed{seed}"
-        subprocess.run([sys.executable, str(ROOT / "bench" / "datasets" / "build.py"),
-                        "--out", str(target), "--seed", str(seed)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "datasets" / "build.py"),
+                "--out",
+                str(target),
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            capture_output=True,
+        )
         for name in SCENARIOS:
             if name == "almhuette" and seed != TUNING_SEED:
                 continue  # unchanged real log: the seed does not alter it
@@ -108,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [_row(k.split("/")[0], int(k.split("/")[1]), v) for k, v in results.items()]
-    lines += ["", "Recall at `alert` per actor (seed 1):", "",
-              "| scenario | actor | clients | recall |", "|---|---|---:|---:|"]
+    lines += [
+        "",
+        "Recall at `alert` per actor (seed 1):",
+        "",
+        "| scenario | actor | clients | recall |",
+        "|---|---|---:|---:|",
+    ]
     for key, r in results.items():
         if key.endswith(f"/{TUNING_SEED}"):
             for actor, v in r["per_actor"].items():

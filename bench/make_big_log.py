@@ -221,9 +221,7 @@ def _ipv4_strings(rng: np.random.Generator, n: int) -> list[str]:
     192.168/16, multicast/reserved)."""
     out = np.empty(0, dtype=np.uint32)
     while out.size < n:
-        cand = rng.integers(1 << 24, 224 << 24, size=int(n * 1.3) + 1024, dtype=np.uint64).astype(
-            np.uint32
-        )
+        cand = rng.integers(1 << 24, 224 << 24, size=int(n * 1.3) + 1024, dtype=np.uint64).astype(np.uint32)
         a = cand >> 24
         b = (cand >> 16) & 0xFF
         ok = (a != 10) & (a != 127) & (a != 0) & ~((a == 169) & (b == 254))
@@ -505,9 +503,7 @@ def generate(
     n_q = round(lines * quote_frac)
     n_tr = round(lines * trunc_frac)
     n_gb = round(lines * garbage_frac)
-    special = (
-        rng.choice(lines, size=n_q + n_tr + n_gb, replace=False) if lines else np.empty(0, int)
-    )
+    special = rng.choice(lines, size=n_q + n_tr + n_gb, replace=False) if lines else np.empty(0, int)
     q_pos = special[:n_q]
     tr_pos = np.sort(special[n_q : n_q + n_tr])
     gb_pos = np.sort(special[n_q + n_tr :])
@@ -553,9 +549,7 @@ def generate(
             cl = client[b0:b1].tolist()
             sc = sec[b0:b1].tolist()
             tp = tpl[b0:b1].tolist()
-            chunk = [
-                prefixes[c] + tstab[s] + all_tails[t] for c, s, t in zip(cl, sc, tp, strict=True)
-            ]
+            chunk = [prefixes[c] + tstab[s] + all_tails[t] for c, s, t in zip(cl, sc, tp, strict=True)]
             while tr_ptr < n_tr and tr_pos[tr_ptr] < b1:
                 i = int(tr_pos[tr_ptr]) - b0
                 ln = chunk[i]

@@ -234,16 +234,12 @@ def mlguard_env(base: dict[str, str]) -> tuple[dict[str, str] | None, str]:
     src = REPO_ROOT / "src"
     if (src / "mlguard").is_dir():
         env = dict(base)
-        env["PYTHONPATH"] = str(src) + (
-            os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else ""
-        )
+        env["PYTHONPATH"] = str(src) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
         tries.append((f"PYTHONPATH={src}", env))
     last = ""
     for note, env in tries:
         try:
-            p = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, timeout=120, cwd=str(REPO_ROOT)
-            )
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=str(REPO_ROOT))
         except (OSError, subprocess.TimeoutExpired) as e:
             last = str(e)
             continue
@@ -432,9 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         default="1000000,10000000",
         help="comma-separated line counts (default: %(default)s)",
     )
-    ap.add_argument(
-        "--repeat", type=int, default=3, help="runs per tool and size (median reported)"
-    )
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool and size (median reported)")
     ap.add_argument("--seed", type=int, default=42, help="generator seed")
     ap.add_argument(
         "--skip-generate",
@@ -494,14 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     for lines in sizes:
-        path, meta = ensure_log(
-            lines, a.seed, skip_generate=a.skip_generate, force=a.force_generate
-        )
+        path, meta = ensure_log(lines, a.seed, skip_generate=a.skip_generate, force=a.force_generate)
         tools: list[tuple[str, list[str], bool, dict[str, str]]] = []
         if "floor" in tools_sel:
-            tools.append(
-                (FLOOR_TOOLS[0], [sys.executable, "-c", CODE_POLARS_EAGER, str(path)], True, env)
-            )
+            tools.append((FLOOR_TOOLS[0], [sys.executable, "-c", CODE_POLARS_EAGER, str(path)], True, env))
             tools.append(
                 (
                     FLOOR_TOOLS[1],
@@ -557,9 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                     first = r["stdout"].split()
                     if first and int(first[0]) != lines:
                         checks.append(f"{name} counted {first[0]} lines, expected {lines}")
-        py_out = [
-            r["stdout"].split() for r in runs.get(PY_TOOL, []) if r["rc"] == 0 and r.get("stdout")
-        ]
+        py_out = [r["stdout"].split() for r in runs.get(PY_TOOL, []) if r["rc"] == 0 and r.get("stdout")]
         check_txt = "; ".join(sorted(set(checks))) if checks else "all line counts match."
         if py_out and len(py_out[0]) == 2:
             check_txt += (

@@ -91,9 +91,7 @@ def test_csv_output(example_json: list[dict]) -> None:
 def test_stdin_reads_the_same_as_the_file(example_json: list[dict]) -> None:
     proc = run("detect", "-", "--json", stdin=EXAMPLE.read_bytes())
     assert proc.returncode == 0, proc.stderr
-    assert [json.loads(x)["ip"] for x in proc.stdout.splitlines()] == [
-        o["ip"] for o in example_json
-    ]
+    assert [json.loads(x)["ip"] for x in proc.stdout.splitlines()] == [o["ip"] for o in example_json]
 
 
 @pytest.mark.parametrize(

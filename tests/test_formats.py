@@ -26,10 +26,7 @@ def test_combined_sample_parses_every_line(fixtures: Path) -> None:
     # Fixture line 150 is elastic line 8899, whose user agent has no closing quote: the
     # request is real, so it is kept, with the user agent up to the end of the line.
     cut = parsed.records.filter(pl.col("line_no") == 150).row(0, named=True)
-    assert (
-        cut["user_agent"]
-        == "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html"
-    )
+    assert cut["user_agent"] == "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html"
     first = parsed.records.row(0, named=True)
     assert first["line_no"] == 1
     assert first["status"] in (200, 304, 404, 301)
@@ -116,9 +113,7 @@ def test_hostile_lines_match_their_expectations(fixtures: Path) -> None:
         (".zst", lambda b: zstandard.ZstdCompressor().compress(b)),
     ],
 )
-def test_compressed_inputs_read_the_same(
-    fixtures: Path, tmp_path: Path, suffix: str, compress
-) -> None:
+def test_compressed_inputs_read_the_same(fixtures: Path, tmp_path: Path, suffix: str, compress) -> None:
     data = (fixtures / "combined_sample.log").read_bytes()
     plain = read_logs([str(fixtures / "combined_sample.log")])
     target = tmp_path / f"sample.log{suffix}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# ruff: noqa: E501  (long literal log lines and provenance text)
+
 """Build labelled evaluation scenarios for MLGuard from public real access logs.
 
 Usage:
@@ -140,9 +140,7 @@ class Background:
     end: dt.datetime
 
 
-def clients_from_file(
-    source: str, fname: str, path: Path, label_of, keep_line=None
-) -> dict[str, Client]:
+def clients_from_file(source: str, fname: str, path: Path, label_of, keep_line=None) -> dict[str, Client]:
     """Group a log file's lines by client IP. label_of(ip) -> (label, actor) or None (skip)."""
     out: dict[str, Client] = {}
     for no, line in enumerate(read_lines(path), 1):
@@ -270,9 +268,7 @@ def load_crowdsec(src: Path, report: list[str] | None = None) -> list[Client]:
         )
         for ip in by_test[test]:
             if ip not in cl and report is not None:
-                report.append(
-                    f"crowdsec {test}: malicious {ip} has no combined-format line; skipped"
-                )
+                report.append(f"crowdsec {test}: malicious {ip} has no combined-format line; skipped")
         out += cl.values()
     if report is not None:
         report.append(f"crowdsec: {skipped_lines} non-combined lines skipped in labelled tests")
@@ -351,9 +347,7 @@ class IPAllocator:
     def v4(self) -> str:
         while True:
             a = self.rng.randint(1, 223)
-            ip = ipaddress.IPv4Address(
-                (a << 24) | self.rng.getrandbits(16) << 8 | self.rng.randint(1, 254)
-            )
+            ip = ipaddress.IPv4Address((a << 24) | self.rng.getrandbits(16) << 8 | self.rng.randint(1, 254))
             if (
                 not ip.is_global
                 or ip.is_multicast
@@ -542,9 +536,7 @@ def build(src: Path, out: Path, seed: int, only: list[str] | None = None) -> lis
         cl = [contiguous_chunk(c, 1500, r) for c in r.sample(oc, 2)]
         cl += r.sample(sorted(load_basjes(src), key=lambda c: c.key), 60)
         cl += r.sample(sorted(load_sotm34(src), key=lambda c: c.key), 40)
-        cl.append(
-            contiguous_chunk(almhuette_client(src, "193.106.31.130", "joomla-bf", b"POST"), 800, r)
-        )
+        cl.append(contiguous_chunk(almhuette_client(src, "193.106.31.130", "joomla-bf", b"POST"), 800, r))
         cl += load_crowdsec(src, report)
         place_clients(cl, bg, r, IPAllocator(r, forbidden), v6_fraction=0.04)
         note_drops("mixed", cl)

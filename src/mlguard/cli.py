@@ -61,9 +61,7 @@ FormatOpt = Annotated[
     str,
     typer.Option("--log-format", "-f", help=f"Log format: {AUTO} or one of {', '.join(FORMATS)}."),
 ]
-StrictOpt = Annotated[
-    bool, typer.Option("--strict", help="Fail on the first line that does not parse.")
-]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]
 WindowOpt = Annotated[
     int,
     typer.Option("--window-secs", min=10, help="Length of the time windows for burst features."),
@@ -74,9 +72,7 @@ ModelOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
-ProgressOpt = Annotated[
-    bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
-]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
 
 
 def _stdin_size(paths: list[str]) -> int | None:
@@ -110,9 +106,7 @@ def _read(
     keep_client: str | None = None,
 ) -> ReadResult:
     if log_format != AUTO and log_format not in FORMATS:
-        raise UsageError(
-            f"unknown log format '{log_format}'; expected one of: {', '.join([AUTO, *FORMATS])}"
-        )
+        raise UsageError(f"unknown log format '{log_format}'; expected one of: {', '.join([AUTO, *FORMATS])}")
     with _progress(paths, progress) as advance:
         return read_logs(
             paths,
@@ -124,9 +118,7 @@ def _read(
         )
 
 
-def _policy(
-    alert: float, block: float, min_requests: int, allow: list[str], block_private: bool
-) -> Policy:
+def _policy(alert: float, block: float, min_requests: int, allow: list[str], block_private: bool) -> Policy:
     return Policy(alert, block, min_requests, parse_networks(allow), block_private)
 
 
@@ -175,9 +167,7 @@ def _table(findings: pl.DataFrame, top: int) -> None:
     flagged = findings.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
     shown = flagged.head(top) if flagged.height else findings.head(min(top, 5))
     title = (
-        f"{flagged.height} flagged client(s)"
-        if flagged.height
-        else "No client flagged; the highest scores:"
+        f"{flagged.height} flagged client(s)" if flagged.height else "No client flagged; the highest scores:"
     )
     table = Table(title=title, title_justify="left", expand=False)
     table.add_column("client", no_wrap=True, max_width=40)
@@ -203,9 +193,7 @@ def _table(findings: pl.DataFrame, top: int) -> None:
 @app.command()
 def detect(
     paths: PathsArg,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="JSON Lines, one object per client.")
-    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per client.")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="CSV, one row per client.")] = False,
     log_format: FormatOpt = AUTO,
     strict: StrictOpt = False,
@@ -219,9 +207,7 @@ def detect(
     ] = DEFAULT_BLOCK_THRESHOLD,
     min_block_requests: Annotated[
         int,
-        typer.Option(
-            "--min-block-requests", min=1, help="Never block a client with fewer requests."
-        ),
+        typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests."),
     ] = DEFAULT_MIN_BLOCK_REQUESTS,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
@@ -237,9 +223,7 @@ def detect(
     """Score every client of the logs and print who looks malicious, and why."""
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
-    policy = _policy(
-        alert_threshold, block_threshold, min_block_requests, allow or [], block_private
-    )
+    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
     baseline = load_model(model) if model is not None else None
     result = _read(paths, log_format, strict, window_secs, progress)
     detection = score_table(result, policy, baseline, random_state=seed)
@@ -308,9 +292,7 @@ def train(
         "alert_threshold": DEFAULT_ALERT_THRESHOLD,
         "block_threshold": DEFAULT_BLOCK_THRESHOLD,
     }
-    baseline = build_baseline(
-        frame.select(FEATURE_NAMES).to_numpy(), table.rarity, table.priors, meta, seed
-    )
+    baseline = build_baseline(frame.select(FEATURE_NAMES).to_numpy(), table.rarity, table.priors, meta, seed)
     save_model(baseline, out_path)
     err.print(
         Text(
@@ -329,9 +311,7 @@ def explain(
     model: ModelOpt = None,
     window_secs: WindowOpt = WINDOW_SECS,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Parsed requests to show.")] = 15,
-    allow: Annotated[
-        list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")
-    ] = None,
+    allow: Annotated[list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")] = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -387,9 +367,7 @@ def explain(
         out.print(table)
     population = detection.table.frame.select(FEATURE_NAMES)
     medians = population.median().row(0, named=True)
-    features = Table(
-        title="features (suspicious-side deviation and push on the score)", title_justify="left"
-    )
+    features = Table(title="features (suspicious-side deviation and push on the score)", title_justify="left")
     for column in ("feature", "value", "typical", "deviation", "push", "what it means here"):
         features.add_column(
             column,

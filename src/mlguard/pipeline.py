@@ -83,9 +83,7 @@ def read_logs(
     acc = ClientAccumulator(window_secs)
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
-    chunks = prefetch(
-        read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin)
-    )
+    chunks = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
     for chunk in chunks:
         fmt = chosen.get(chunk.source)
         if fmt is None:
@@ -108,9 +106,7 @@ def read_logs(
             room = MAX_EXAMPLES - len(stats.examples)
             for row in parsed.unparsed.head(max(room, 0)).iter_rows(named=True):
                 stats.examples.append(
-                    UnparsedLine(
-                        chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200)
-                    )
+                    UnparsedLine(chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200))
                 )
         acc.add(parsed.records)
         if keep_client is not None:

@@ -67,9 +67,7 @@ class Policy:
             return "not an IP address"
         if any(address.version == net.version and address in net for net in self.allow):
             return "allowlisted"
-        if not self.block_private and (
-            address.is_private or address.is_loopback or address.is_link_local
-        ):
+        if not self.block_private and (address.is_private or address.is_loopback or address.is_link_local):
             return "private or loopback address"
         return None
 

@@ -85,8 +85,7 @@ class ClientScorer:
         # their scales are comparable before averaging.
         self.score_center_ = {k: float(np.median(v)) for k, v in raw.items()}
         self.score_scale_ = {
-            k: float(max(1.4826 * np.median(np.abs(v - self.score_center_[k])), 1e-6))
-            for k, v in raw.items()
+            k: float(max(1.4826 * np.median(np.abs(v - self.score_center_[k])), 1e-6)) for k, v in raw.items()
         }
         self.n_train_ = X.shape[0]
         return self

@@ -58,9 +58,7 @@ def build_baseline(
     random_state: int = 0,
 ) -> Baseline:
     if X.shape[0] > MAX_TRAINING_CLIENTS:
-        rows = np.random.default_rng(random_state).choice(
-            X.shape[0], MAX_TRAINING_CLIENTS, replace=False
-        )
+        rows = np.random.default_rng(random_state).choice(X.shape[0], MAX_TRAINING_CLIENTS, replace=False)
         X = X[np.sort(rows)]
     scorer = ClientScorer(random_state=random_state).fit(X)
     scorer.train_matrix_ = X
@@ -104,9 +102,7 @@ def load_model(path: str | Path) -> Baseline:
     except FileNotFoundError:
         raise ModelError(f"model file '{path}' does not exist") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelError(
-            f"'{path}' is not an MLGuard model file ({exc.__class__.__name__})"
-        ) from None
+        raise ModelError(f"'{path}' is not an MLGuard model file ({exc.__class__.__name__})") from None
     try:
         meta = json.loads(str(arrays["meta"]))
         if meta.get("format") != MODEL_FORMAT:

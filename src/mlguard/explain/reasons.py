@@ -43,28 +43,20 @@ def _minutes(row: dict[str, Any]) -> str:
 
 _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "requests": lambda r: f"{r['requests']:.0f} requests",
-    "peak_window_requests": lambda r: (
-        f"{r['peak_window_requests']:.0f} requests within {_minutes(r)}"
-    ),
+    "peak_window_requests": lambda r: f"{r['peak_window_requests']:.0f} requests within {_minutes(r)}",
     "requests_per_minute": lambda r: f"{r['requests_per_minute']:.0f} requests per minute",
     "ratio_4xx": lambda r: f"{_pct(r['n_4xx'], r['requests'])} answered 4xx",
-    "ratio_404": lambda r: (
-        f"{_pct(r['n_404'], r['requests'])} answered 404{_example(r, 'example_404')}"
-    ),
+    "ratio_404": lambda r: f"{_pct(r['n_404'], r['requests'])} answered 404{_example(r, 'example_404')}",
     "ratio_401_403": lambda r: f"{_pct(r['n_401_403'], r['requests'])} answered 401 or 403",
     "ratio_429": lambda r: f"{_pct(r['n_429'], r['requests'])} answered 429 (rate limited)",
     "ratio_5xx": lambda r: f"{_pct(r['n_5xx'], r['requests'])} answered 5xx",
-    "peak_window_errors": lambda r: (
-        f"{r['peak_window_errors']:.0f} client errors within {_minutes(r)}"
-    ),
+    "peak_window_errors": lambda r: f"{r['peak_window_errors']:.0f} client errors within {_minutes(r)}",
     "distinct_paths": lambda r: f"{r['distinct_paths']:.0f} distinct paths",
     "distinct_path_ratio": lambda r: (
         f"{r['distinct_paths']:.0f} distinct paths in {r['requests']:.0f} requests"
     ),
     "ratio_post": lambda r: f"{_pct(r['n_post'], r['requests'])} were POST",
-    "ratio_head_other": lambda r: (
-        f"{_pct(r['n_head_other'], r['requests'])} used HEAD or unusual methods"
-    ),
+    "ratio_head_other": lambda r: f"{_pct(r['n_head_other'], r['requests'])} used HEAD or unusual methods",
     "ratio_static": lambda r: f"only {_pct(r['n_static'], r['requests'])} loaded static assets",
     "ratio_sensitive": lambda r: (
         f"{r['n_sensitive']:.0f} requests to sensitive paths{_example(r, 'example_sensitive')}"
@@ -72,20 +64,14 @@ _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ratio_injection": lambda r: (
         f"{r['n_injection']:.0f} requests with injection markers{_example(r, 'example_injection')}"
     ),
-    "path_length_mean": lambda r: (
-        f"request targets of {r['path_length_mean']:.0f} characters on average"
-    ),
+    "path_length_mean": lambda r: f"request targets of {r['path_length_mean']:.0f} characters on average",
     "query_length_max": lambda r: f"a query string of {r['query_length_max']:.0f} characters",
-    "ratio_no_user_agent": lambda r: (
-        f"{_pct(r['n_no_user_agent'], r['requests'])} sent no user agent"
-    ),
+    "ratio_no_user_agent": lambda r: f"{_pct(r['n_no_user_agent'], r['requests'])} sent no user agent",
     "ratio_tool_user_agent": lambda r: f'user agent "{safe_text(r.get("top_user_agent"), 60)}"',
     "distinct_user_agents": lambda r: f"{r['distinct_user_agents']:.0f} different user agents",
     "ratio_no_referer": lambda r: f"{_pct(r['n_no_referer'], r['requests'])} sent no referer",
     "gap_regularity": lambda r: "requests at machine-regular intervals",
-    "bytes_per_request": lambda r: (
-        f"only {r['bytes_per_request']:.0f} bytes per response on average"
-    ),
+    "bytes_per_request": lambda r: f"only {r['bytes_per_request']:.0f} bytes per response on average",
     "ratio_rare_paths": lambda r: (
         f"{_pct(r['n_rare_paths'], r['requests'])} to paths no other client requested"
     ),

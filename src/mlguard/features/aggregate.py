@@ -139,9 +139,9 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         .min()
         .alias("example_injection"),
     )
-    windows = frame.group_by(
-        "client", pl.col("time").dt.truncate(f"{window_secs}s").alias("window")
-    ).agg(pl.len().alias("requests"), status.is_between(400, 499).sum().alias("n_4xx"))
+    windows = frame.group_by("client", pl.col("time").dt.truncate(f"{window_secs}s").alias("window")).agg(
+        pl.len().alias("requests"), status.is_between(400, 499).sum().alias("n_4xx")
+    )
     targets = frame.group_by("client", "template_id", "shape_id").agg(pl.len().alias("requests"))
     user_agents = frame.group_by("client", "user_agent").agg(pl.len().alias("requests"))
     templates = requests.group_by("template_id").agg(
@@ -230,9 +230,7 @@ def _rarity(used_by: pl.Expr, total: int) -> pl.Expr:
     """1 - log(clients using it) / log(all clients): 1 for one client alone, 0 for everyone."""
     if total <= 1:
         return pl.lit(1.0)
-    return (1.0 - used_by.cast(pl.Float64).log() / float(pl.Series([total]).log()[0])).clip(
-        0.0, 1.0
-    )
+    return (1.0 - used_by.cast(pl.Float64).log() / float(pl.Series([total]).log()[0])).clip(0.0, 1.0)
 
 
 class ClientAccumulator:
@@ -266,13 +264,9 @@ class ClientAccumulator:
         ref = reference or own
 
         # Path rarity: templates requested by this client alone (or unknown to the baseline).
-        templates = state.targets.join(
-            state.templates.select("template_id", "template"), on="template_id"
-        )
+        templates = state.targets.join(state.templates.select("template_id", "template"), on="template_id")
         if reference is None:
-            tmpl_clients = templates.group_by("template").agg(
-                pl.col("client").n_unique().alias("others")
-            )
+            tmpl_clients = templates.group_by("template").agg(pl.col("client").n_unique().alias("others"))
             tmpl_clients = tmpl_clients.with_columns(pl.col("others") - 1)
         else:
             tmpl_clients = ref.templates.rename({"clients": "others"})
@@ -286,12 +280,8 @@ class ClientAccumulator:
 
         # Payload rarity from shape trigrams used by few clients.
         grams = _trigrams(state.shapes).join(ref.trigrams, on="trigram", how="left")
-        grams = grams.with_columns(
-            _rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r")
-        )
-        shape_rarity = grams.group_by("shape_id").agg(
-            pl.col("r").top_k(3).mean().alias("shape_rarity")
-        )
+        grams = grams.with_columns(_rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r"))
+        shape_rarity = grams.group_by("shape_id").agg(pl.col("r").top_k(3).mean().alias("shape_rarity"))
         payloads = (
             state.targets.join(shape_rarity, on="shape_id", how="left")
             .join(state.shapes.select("shape_id", "example"), on="shape_id", how="left")
@@ -350,9 +340,7 @@ class ClientAccumulator:
             .group_by("trigram")
             .agg(pl.col("client").n_unique().cast(pl.UInt32).alias("clients"))
         )
-        return RarityReference(
-            state.clients.height, templates.sort("template"), trigrams.sort("trigram")
-        )
+        return RarityReference(state.clients.height, templates.sort("template"), trigrams.sort("trigram"))
 
     def _features(
         self, frame: pl.DataFrame, priors: dict[str, float] | None, ref: RarityReference
@@ -391,8 +379,7 @@ class ClientAccumulator:
         total = frame.select(pl.col("requests").sum()).item() or 1
         if priors is None:
             priors = {
-                name: float(frame.select(pl.col(col).sum()).item()) / total
-                for name, col in counts.items()
+                name: float(frame.select(pl.col(col).sum()).item()) / total for name, col in counts.items()
             }
         a = SHRINK_PSEUDO_REQUESTS
         minutes = ((pl.col("last_seen") - pl.col("first_seen")).dt.total_seconds() / 60.0).clip(1.0)
@@ -413,9 +400,7 @@ class ClientAccumulator:
         )
         median_regularity = frame.select(pl.col("gap_regularity").median()).item()
         frame = frame.with_columns(
-            pl.col("gap_regularity").fill_null(
-                median_regularity if median_regularity is not None else 0.5
-            )
+            pl.col("gap_regularity").fill_null(median_regularity if median_regularity is not None else 0.5)
         )
         casts = [pl.col(f.name).cast(pl.Float64) for f in FEATURES]
         frame = frame.with_columns(casts)

@@ -138,8 +138,7 @@ FEATURES: tuple[Feature, ...] = (
         -1,
         "share of static assets",
         "Browsers load images, CSS and scripts; bots mostly do not.",
-        "Share of requests for static assets (.css .js .png .jpg .gif .ico .svg .woff ...), "
-        "shrunk.",
+        "Share of requests for static assets (.css .js .png .jpg .gif .ico .svg .woff ...), shrunk.",
     ),
     Feature(
         "ratio_sensitive",
@@ -156,8 +155,7 @@ FEATURES: tuple[Feature, ...] = (
         "ratio",
         1,
         "share with injection markers",
-        "SQL injection, XSS, traversal and null-byte payloads carry characters that "
-        "ordinary URLs do not.",
+        "SQL injection, XSS, traversal and null-byte payloads carry characters that ordinary URLs do not.",
         "Share of requests whose path or query holds quotes, angle brackets, ../, %00 or "
         "their encoded forms, or SQL/shell keywords in a query, shrunk.",
     ),
@@ -190,8 +188,7 @@ FEATURES: tuple[Feature, ...] = (
         "ratio",
         1,
         "share with a tool user agent",
-        "Attack tools and HTTP libraries announce themselves (sqlmap, nikto, curl, "
-        "python-requests ...).",
+        "Attack tools and HTTP libraries announce themselves (sqlmap, nikto, curl, python-requests ...).",
         "Share of requests whose user agent names an HTTP library or security tool, shrunk.",
     ),
     Feature(

@@ -76,9 +76,7 @@ class CombinedFormat(LogFormat):
     def parse_lines(self, lines: pl.DataFrame) -> ParsedChunk:
         line = pl.col("line")
         # Split once into columns (a struct reused by many expressions would redo the split).
-        split = lines.with_columns(line.str.split_exact('"', 8).alias("_f")).unnest(
-            "_f", separator=""
-        )
+        split = lines.with_columns(line.str.split_exact('"', 8).alias("_f")).unnest("_f", separator="")
         f = [pl.col(f"_ffield_{i}") for i in range(9)]
         head = f[0]
         shape_ok = (
@@ -99,18 +97,11 @@ class CombinedFormat(LogFormat):
             f[2].str.slice(5).str.strip_chars_end(" ").alias("bytes_text"),
             _dash_null(f[3]).alias("referer"),
             _dash_null(f[5]).alias("user_agent"),
-            (shape_ok & ~escaped & (f[2].str.slice(4, 1) == " "))
-            .fill_null(False)
-            .alias("_shape_ok"),
+            (shape_ok & ~escaped & (f[2].str.slice(4, 1) == " ")).fill_null(False).alias("_shape_ok"),
         )
         fast = _parse_time(fast)
         bytes_ok = (pl.col("bytes_text") == "-") | pl.col("bytes_text").str.contains(r"^\d+$")
-        ok = (
-            pl.col("_shape_ok")
-            & pl.col("time").is_not_null()
-            & pl.col("status").is_not_null()
-            & bytes_ok
-        )
+        ok = pl.col("_shape_ok") & pl.col("time").is_not_null() & pl.col("status").is_not_null() & bytes_ok
         fast = fast.with_columns(ok.fill_null(False).alias("_ok"))
         good = fast.filter(pl.col("_ok"))
         rest = fast.filter(~pl.col("_ok")).select("line_no", "line")
@@ -174,9 +165,7 @@ class CombinedFormat(LogFormat):
         )
         groups = groups.with_columns(ok.fill_null(False).alias("_ok"), reason.alias("reason"))
         good = groups.filter(pl.col("_ok")).with_columns(pl.col("time_parsed").alias("time"))
-        bad = groups.filter(~pl.col("_ok")).select(
-            "line_no", "reason", pl.col("line").alias("text")
-        )
+        bad = groups.filter(~pl.col("_ok")).select("line_no", "reason", pl.col("line").alias("text"))
         return self._finish(good), conform_unparsed(bad)
 
 

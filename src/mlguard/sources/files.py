@@ -102,9 +102,7 @@ def _open_decoded(raw: BinaryIO) -> tuple[BinaryIO, str]:
 _DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError, ValueError)
 
 
-def _chunks_of(
-    name: str, raw: BinaryIO, chunk_bytes: int, problems: list[ReadProblem]
-) -> Iterator[Chunk]:
+def _chunks_of(name: str, raw: BinaryIO, chunk_bytes: int, problems: list[ReadProblem]) -> Iterator[Chunk]:
     stream, kind = _open_decoded(raw)
     line_no = 1
     carry = b""
