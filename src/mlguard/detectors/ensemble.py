@@ -13,6 +13,7 @@ than anyone else is not an outlier here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,26 @@ def transform(features: tuple[Feature, ...], X: np.ndarray) -> np.ndarray:
         if feature.kind == "count":
             out[:, j] = np.log1p(np.clip(out[:, j], 0.0, None))
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _cache_numba(module: object) -> None:
+    """Keep PyOD's numba-compiled kernels on disk: compiling them costs ~4 s on every run.
+
+    Numba writes next to the module, or to NUMBA_CACHE_DIR; where neither is writable the
+    kernel is compiled in memory as before.
+    """
+    kernel = getattr(module, "_calculate_outlier_scores", None)
+    if kernel is None or getattr(kernel, "_mlguard_cached", False):
+        return
+    if "NUMBA_CACHE_DIR" not in os.environ and not os.access(os.path.dirname(module.__file__), os.W_OK):  # type: ignore[attr-defined]
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mlguard", "numba"
+        )
+    try:
+        kernel.enable_caching()
+        kernel._mlguard_cached = True
+    except Exception:  # caching is an optimisation; compiling in memory still works
+        pass
 
 
 @dataclass
@@ -60,7 +81,10 @@ class ClientScorer:
         self.features: tuple[Feature, ...] = FEATURES
 
     def fit(self, X: np.ndarray) -> ClientScorer:
+        from pyod.models import hbos as pyod_hbos
         from pyod.models.hbos import HBOS
+
+        _cache_numba(pyod_hbos)
         from sklearn.ensemble import IsolationForest
 
         X = np.asarray(X, dtype=np.float64)
