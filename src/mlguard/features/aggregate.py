@@ -26,6 +26,7 @@ WINDOW_SECS = 600
 SHRINK_PSEUDO_REQUESTS = 5.0  # a ratio from 1 request says little: pull it towards the population
 RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
+MERGE_MIN_ROWS = 2_000_000
 
 _SUM_COLUMNS = (
     "requests",
@@ -153,9 +154,16 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     return Partials(clients, windows, targets, user_agents, templates, shapes)
 
 
-def _merge(a: Partials, b: Partials) -> Partials:
+def _merge(parts: list[Partials]) -> Partials:
+    """Merge any number of partials in one pass (one concat and one group-by per table)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name: str) -> pl.DataFrame:
+        return pl.concat([getattr(p, name) for p in parts], how="diagonal")
+
     clients = (
-        pl.concat([a.clients, b.clients], how="diagonal")
+        cat("clients")
         .group_by("client")
         .agg(
             *[pl.col(c).sum() for c in _SUM_COLUMNS],
@@ -167,31 +175,13 @@ def _merge(a: Partials, b: Partials) -> Partials:
             pl.col("example_injection").min(),
         )
     )
-    windows = (
-        pl.concat([a.windows, b.windows], how="diagonal")
-        .group_by("client", "window")
-        .agg(pl.col("requests").sum(), pl.col("n_4xx").sum())
-    )
-    targets = (
-        pl.concat([a.targets, b.targets], how="diagonal")
-        .group_by("client", "template_id", "shape_id")
-        .agg(pl.col("requests").sum())
-    )
-    user_agents = (
-        pl.concat([a.user_agents, b.user_agents], how="diagonal")
-        .group_by("client", "user_agent")
-        .agg(pl.col("requests").sum())
-    )
+    windows = cat("windows").group_by("client", "window").agg(pl.col("requests").sum(), pl.col("n_4xx").sum())
+    targets = cat("targets").group_by("client", "template_id", "shape_id").agg(pl.col("requests").sum())
+    user_agents = cat("user_agents").group_by("client", "user_agent").agg(pl.col("requests").sum())
     templates = (
-        pl.concat([a.templates, b.templates], how="diagonal")
-        .group_by("template_id")
-        .agg(pl.col("template").first(), pl.col("example_path").min())
+        cat("templates").group_by("template_id").agg(pl.col("template").first(), pl.col("example_path").min())
     )
-    shapes = (
-        pl.concat([a.shapes, b.shapes], how="diagonal")
-        .group_by("shape_id")
-        .agg(pl.col("shape").first(), pl.col("example").min())
-    )
+    shapes = cat("shapes").group_by("shape_id").agg(pl.col("shape").first(), pl.col("example").min())
     return Partials(clients, windows, targets, user_agents, templates, shapes)
 
 
@@ -238,17 +228,36 @@ class ClientAccumulator:
 
     def __init__(self, window_secs: int = WINDOW_SECS) -> None:
         self.window_secs = window_secs
-        self._state: Partials | None = None
+        self._merged: Partials | None = None
+        self._pending: list[Partials] = []
+        self._pending_rows = 0
 
     def add(self, records: pl.DataFrame) -> None:
         if records.height == 0:
             return
         part = chunk_partials(records, self.window_secs)
-        self._state = part if self._state is None else _merge(self._state, part)
+        self._pending.append(part)
+        self._pending_rows += part.targets.height
+        # Merge when the pending partials are as large as the merged state: each row is then
+        # re-aggregated O(log n) times instead of once per chunk, and memory stays bounded.
+        merged_rows = self._merged.targets.height if self._merged is not None else 0
+        if self._pending_rows >= max(merged_rows, MERGE_MIN_ROWS):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            parts = ([self._merged] if self._merged is not None else []) + self._pending
+            self._merged = _merge(parts)
+            self._pending, self._pending_rows = [], 0
+
+    @property
+    def _state(self) -> Partials | None:
+        self._flush()
+        return self._merged
 
     @property
     def empty(self) -> bool:
-        return self._state is None
+        return self._merged is None and not self._pending
 
     def finish(
         self,

@@ -11,6 +11,7 @@ import polars as pl
 from mlguard.schema import RECORD_SCHEMA, UNPARSED_SCHEMA
 
 MAX_LINE_BYTES = 64 * 1024
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")
 
 
 @dataclass
@@ -29,7 +30,9 @@ def split_lines(data: bytes, first_line_no: int) -> pl.DataFrame:
     """
     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     frame: pl.DataFrame | None = None
-    if b"\x01" not in data and data:
+    # Polars sniffs compression from the first bytes: a chunk that starts like a gzip or zstd
+    # stream (an attacker can write those bytes into a log) must not be decompressed by it.
+    if b"\x01" not in data and data and not data.startswith(_COMPRESSED_MAGIC):
         frame = pl.read_csv(
             io.BytesIO(data),
             separator="\x01",
