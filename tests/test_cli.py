@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,8 +137,12 @@ def test_hostile_text_never_reaches_the_terminal_raw(fixtures: Path) -> None:
         "1",
     )
     assert proc.returncode == 0, proc.stderr
-    for stream in (proc.stdout, proc.stderr):
-        assert "\x1b" not in stream and "\x00" not in stream and "\x07" not in stream
+    as_json = run("detect", str(fixtures / "hostile.log"), "--json", "--alert-threshold", "0.0")
+    assert as_json.returncode == 0, as_json.stderr
+    for stream in (proc.stdout, proc.stderr, as_json.stdout):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", stream)
+    for obj in map(json.loads, as_json.stdout.splitlines()):
+        assert obj["reasons"], obj  # every alert says why, even in a tiny population
 
 
 def test_train_then_detect_with_the_model(tmp_path: Path, labelled_small) -> None:

@@ -72,8 +72,13 @@ class Policy:
         return None
 
     def verdicts(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Add `verdict` and `protected` to a frame with `client`, `score`, `requests`."""
-        clients = frame["client"].unique().to_list()
+        """Add `verdict` and `protected` to a frame with `client`, `score`, `requests`.
+
+        `protected` is filled for clients at or above the alert threshold (null for the rest).
+        """
+        # Only a client that could be alerted on needs its address examined (IP parsing in
+        # Python is the slow part with 100,000s of clients); the rest pass either way.
+        clients = frame.filter(pl.col("score") >= self.alert_threshold)["client"].unique().to_list()
         protected = pl.DataFrame(
             {"client": clients, "protected": [self.protection(c) for c in clients]},
             schema={"client": pl.String, "protected": pl.String},

@@ -98,7 +98,13 @@ def reasons_for(
     """1-3 reasons for one client, from its own counts."""
     out: list[str] = []
     seen_status = False
-    for j in ranked_features(contribution, deviation):
+    ranked = ranked_features(contribution, deviation)
+    if not ranked:
+        # Too few clients for any tail to be rare: fall back to the largest deviations.
+        ranked = [int(j) for j in np.argsort(-deviation, kind="stable") if deviation[j] > 0]
+    if not ranked:
+        return ["no feature is on its suspicious side; flagged only by the alert threshold"]
+    for j in ranked:
         name = FEATURES[j].name
         # 4xx and 404 usually say the same thing twice: keep the more specific one.
         if name in ("ratio_4xx", "ratio_404", "peak_window_errors"):
