@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,15 @@ class ReadStats:
 
 @dataclass
 class ReadResult:
-    table: FeatureTable | None
     stats: ReadStats
     accumulator: ClientAccumulator
     kept: pl.DataFrame | None = None  # records of one client, for `explain`
+
+    @cached_property
+    def table(self) -> FeatureTable | None:
+        """Features judged against the input itself; built on first use only, because scoring
+        against a baseline builds its own table instead."""
+        return None if self.accumulator.empty else self.accumulator.finish()
 
 
 ProgressFn = Callable[[int], None]
@@ -116,8 +122,7 @@ def read_logs(
     if strict and stats.problems:
         raise StrictParseError(f"{stats.problems[0].source}: {stats.problems[0].message}")
     stats.seconds = time.perf_counter() - started
-    table = None if acc.empty else acc.finish()
-    return ReadResult(table, stats, acc, pl.concat(kept) if kept else None)
+    return ReadResult(stats, acc, pl.concat(kept) if kept else None)
 
 
 @dataclass
@@ -132,13 +137,14 @@ def score_table(
     result: ReadResult, policy: Policy, baseline: Baseline | None = None, random_state: int = 0
 ) -> Detection:
     """Score every client (against `baseline`, or against the input itself) and decide."""
-    if result.table is None:
+    if result.accumulator.empty:
         raise InputError("no log line could be parsed, so there is nothing to score")
-    table = result.table
     if baseline is not None:
         table = result.accumulator.finish(reference=baseline.reference, priors=baseline.priors)
         scorer = baseline.scorer
     else:
+        table = result.table
+        assert table is not None
         X_fit = table.frame.select(FEATURE_NAMES).to_numpy()
         if X_fit.shape[0] < 2:
             raise InputError(

@@ -269,8 +269,8 @@ class ClientAccumulator:
         if self._state is None:
             raise ValueError("no records were added")
         state = self._state
-        own = self.rarity_reference()
-        ref = reference or own
+        # The input's own reference is only needed (and only built) without a baseline.
+        ref = reference if reference is not None else self.rarity_reference()
 
         # Path rarity: templates requested by this client alone (or unknown to the baseline).
         templates = state.targets.join(state.templates.select("template_id", "template"), on="template_id")
@@ -330,7 +330,7 @@ class ClientAccumulator:
             .join(agents, on="client", how="left")
             .sort("client")
         )
-        return self._features(frame, priors, ref if reference is not None else own)
+        return self._features(frame, priors, ref)
 
     def rarity_reference(self) -> RarityReference:
         """The template and trigram client counts of everything added so far."""
