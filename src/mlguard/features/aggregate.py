@@ -290,7 +290,9 @@ class ClientAccumulator:
         # Payload rarity from shape trigrams used by few clients.
         grams = _trigrams(state.shapes).join(ref.trigrams, on="trigram", how="left")
         grams = grams.with_columns(_rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r"))
-        shape_rarity = grams.group_by("shape_id").agg(pl.col("r").top_k(3).mean().alias("shape_rarity"))
+        shape_rarity = grams.group_by("shape_id").agg(
+            pl.col("r").top_k(3).sort().mean().alias("shape_rarity")
+        )
         payloads = (
             state.targets.join(shape_rarity, on="shape_id", how="left")
             .join(state.shapes.select("shape_id", "example"), on="shape_id", how="left")
