@@ -20,7 +20,7 @@ class ParsedChunk:
     unparsed: pl.DataFrame  # UNPARSED_SCHEMA
 
 
-def split_lines(data: bytes, first_line_no: int) -> pl.DataFrame:
+def split_lines(data: bytes | bytearray, first_line_no: int) -> pl.DataFrame:
     """One row per line (`line_no`, `line`), decoded lossily, in Polars' native reader.
 
     Polars' CSV reader splits lines in parallel; with quoting off and a separator byte that is
@@ -77,7 +77,7 @@ class LogFormat(ABC):
     def parse_lines(self, lines: pl.DataFrame) -> ParsedChunk:
         """Parse a frame of (`line_no`, `line`) into records and unparsed lines."""
 
-    def parse(self, data: bytes, first_line_no: int = 1) -> ParsedChunk:
+    def parse(self, data: bytes | bytearray, first_line_no: int = 1) -> ParsedChunk:
         lines = split_lines(data, first_line_no)
         too_long = pl.col("line").str.len_bytes() > MAX_LINE_BYTES
         if not lines.select(too_long.any()).item():

@@ -58,7 +58,9 @@ def _by_unique(frame: pl.DataFrame, key: str, exprs: list[pl.Expr]) -> pl.DataFr
 
 
 def _parse_time(frame: pl.DataFrame) -> pl.DataFrame:
-    return _by_unique(frame, "time_text", [_time(pl.col("time_text")).alias("time")])
+    # strptime's own cache of repeated values beats a unique-and-join here (timestamps repeat
+    # within a second, and consecutive lines share them).
+    return frame.with_columns(_time(pl.col("time_text")).alias("time"))
 
 
 def _client(text: pl.Expr) -> pl.Expr:

@@ -40,7 +40,7 @@ class Chunk:
 
     source: str  # the path as given, or '-' for stdin
     first_line_no: int  # 1-based number of the first line in `data`
-    data: bytes  # whole lines; the last one may lack its newline at end of input
+    data: bytes | bytearray  # whole lines; the last one may lack its newline at end of input
 
 
 @dataclass
@@ -110,30 +110,34 @@ def _chunks_of(name: str, raw: BinaryIO, chunk_bytes: int, problems: list[ReadPr
     failed = False
     try:
         while not failed:
-            # Read in pieces so that a corrupt tail of a compressed file loses only that piece.
-            parts: list[bytes] = []
-            size = 0
-            while size < chunk_bytes:
-                try:
-                    part = stream.read(piece)
-                except _DECODE_ERRORS as exc:
-                    problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
-                    failed = True
-                    break
-                if not part:
-                    break
-                parts.append(part)
-                size += len(part)
-            if not parts:
+            # Read straight into one buffer (no joins or slices of 64 MiB copies: on this
+            # machine those copies cost more than parsing). Pieces, so that a corrupt tail of a
+            # compressed file loses only the last piece.
+            buf = bytearray(len(carry) + chunk_bytes)
+            buf[: len(carry)] = carry
+            filled = len(carry)
+            with memoryview(buf) as view:
+                while filled < len(buf):
+                    try:
+                        n = stream.readinto(view[filled : filled + piece])  # type: ignore[attr-defined]
+                    except _DECODE_ERRORS as exc:
+                        problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
+                        failed = True
+                        break
+                    if not n:
+                        break
+                    filled += n
+            if filled == len(carry):  # nothing new: end of input
                 break
-            block = carry + b"".join(parts)
-            cut = block.rfind(b"\n")
+            del buf[filled:]
+            cut = buf.rfind(b"\n")
             if cut < 0:
-                carry = block
+                carry = bytes(buf)
                 continue
-            data, carry = block[: cut + 1], block[cut + 1 :]
-            yield Chunk(name, line_no, data)
-            line_no += data.count(b"\n")
+            carry = bytes(buf[cut + 1 :])
+            del buf[cut + 1 :]
+            yield Chunk(name, line_no, buf)
+            line_no += buf.count(b"\n")
         if carry:
             yield Chunk(name, line_no, carry)
     finally:
