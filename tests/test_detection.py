@@ -9,6 +9,7 @@ import polars as pl
 
 from mlguard.decisions.policy import Policy, parse_networks
 from mlguard.detectors import ClientScorer
+from mlguard.detectors.ensemble import transform
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.pipeline import read_logs, score_table
 
@@ -34,6 +35,20 @@ def test_scores_are_deterministic_for_a_seed(labelled_small) -> None:
     a = _detect(log, seed=7).findings.select("client", "score")
     b = _detect(log, seed=7).findings.select("client", "score")
     assert a.equals(b)
+
+
+def test_fit_score_equals_fit_then_score_and_threads_change_nothing() -> None:
+    # fit_score reuses the training scores and large inputs are scored on several threads:
+    # both must give exactly the scores of the plain, single-threaded path.
+    rng = np.random.default_rng(3)
+    X = np.abs(rng.standard_normal((25_000, len(FEATURES)))) * 3
+    together = ClientScorer(random_state=5).fit_score(X)
+    scorer = ClientScorer(random_state=5).fit(X)
+    apart = scorer.score(X)
+    assert np.array_equal(together.score, apart.score)
+    assert np.array_equal(together.contribution, apart.contribution)
+    single = -scorer.iforest_.score_samples(scorer._deviation(transform(FEATURES, X)))
+    assert np.array_equal(scorer._iforest_scores(scorer._deviation(transform(FEATURES, X))), single)
 
 
 def test_well_behaved_outliers_are_not_flagged() -> None:

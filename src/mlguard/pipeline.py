@@ -142,6 +142,7 @@ def score_table(
     if baseline is not None:
         table = result.accumulator.finish(reference=baseline.reference, priors=baseline.priors)
         scorer = baseline.scorer
+        scores = scorer.score(table.frame.select(FEATURE_NAMES).to_numpy())
     else:
         table = result.table
         assert table is not None
@@ -151,25 +152,25 @@ def score_table(
                 "the input holds a single client: there is nothing to compare it with; "
                 "score it against a baseline with --model"
             )
-        scorer = ClientScorer(random_state=random_state).fit(X_fit)
-    X = table.frame.select(FEATURE_NAMES).to_numpy()
-    scores = scorer.score(X)
+        scorer = ClientScorer(random_state=random_state)
+        scores = scorer.fit_score(X_fit)
     frame = table.frame.with_columns(
         pl.Series("score", np.round(scores.score, 4)),
         pl.lit(table.window_secs).alias("_window_secs"),
     )
-    frame = policy.verdicts(frame)
-    verdicts = frame["verdict"].to_list()
-    rows = frame.iter_rows(named=True)
-    reasons: list[list[str]] = []
-    for i, row in enumerate(rows):
-        if verdicts[i] in (ALERT, BLOCK):
-            reasons.append(reasons_for(row, scores.contribution[i], scores.deviation[i]))
-        else:
-            reasons.append([])
-    frame = frame.with_columns(
-        pl.Series("reasons", reasons, dtype=pl.List(pl.String)),
-        pl.int_range(pl.len()).alias("_row"),
+    frame = policy.verdicts(frame).with_columns(pl.int_range(pl.len()).alias("_row"))
+    # Reasons are written in Python, so only for the clients that get them (a few thousand of
+    # hundreds of thousands); the rest get an empty list.
+    flagged = frame.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
+    written = [
+        reasons_for(row, scores.contribution[row["_row"]], scores.deviation[row["_row"]])
+        for row in flagged.iter_rows(named=True)
+    ]
+    reasons = pl.DataFrame(
+        {"_row": flagged["_row"], "reasons": pl.Series(written, dtype=pl.List(pl.String))}
+    )
+    frame = frame.join(reasons, on="_row", how="left", maintain_order="left").with_columns(
+        pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     )
     frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
     return Detection(frame, scores, table, scorer)
