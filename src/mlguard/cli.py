@@ -33,6 +33,7 @@ from mlguard.decisions.policy import (
     Policy,
     parse_networks,
 )
+from mlguard.detectors.ensemble import preload
 from mlguard.detectors.model import Baseline, build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import describe, safe_text
@@ -237,6 +238,7 @@ def detect(
         raise UsageError("choose one of --json and --csv")
     policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
     baseline = load_model(model) if model is not None else None
+    preload()
     result = _read(paths, log_format, strict, window_secs, progress)
     detection = score_table(result, policy, baseline, random_state=seed)
     if json_out:
@@ -261,6 +263,7 @@ def train(
     verbose: VerboseOpt = False,
 ) -> None:
     """Fit a baseline on history and save it, to score later logs with 'detect --model'."""
+    preload()
     result = _read(paths, log_format, strict, window_secs, progress)
     if result.table is None or result.table.frame.height < 2:
         raise UsageError("a baseline needs at least two clients in the training logs")
@@ -302,6 +305,7 @@ def explain(
     """Show how one client was scored: its requests, features against the population, verdict."""
     client = ip.strip().lower()
     baseline: Baseline | None = load_model(model) if model is not None else None
+    preload()
     result = _read(paths, log_format, False, window_secs, progress, keep_client=client)
     policy = _policy(
         DEFAULT_ALERT_THRESHOLD,

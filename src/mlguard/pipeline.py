@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,6 +22,7 @@ from mlguard.explain.reasons import reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
+from mlguard.formats.base import records_of, unparsed_of
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
 
 MAX_EXAMPLES = 5
@@ -89,36 +90,44 @@ def read_logs(
     acc = ClientAccumulator(window_secs)
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
-    chunks = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
-    for chunk in chunks:
-        fmt = chosen.get(chunk.source)
-        if fmt is None:
-            fmt = chosen[chunk.source] = _choose_format(log_format, chunk.data[:SNIFF_BYTES])
-            stats.formats[chunk.source] = fmt.name
-        parsed = fmt.parse(chunk.data, chunk.first_line_no)
-        n_lines = parsed.records.height + parsed.unparsed.height
-        stats.lines += n_lines
-        stats.records += parsed.records.height
-        stats.bytes_read += len(chunk.data)
-        if parsed.unparsed.height:
-            stats.unparsed += parsed.unparsed.height
-            stats.unparsed_by_reason.update(parsed.unparsed["reason"].to_list())
+
+    def parse_chunks() -> Iterator[tuple[str, int, pl.DataFrame]]:
+        raw = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
+        for chunk in raw:
+            fmt = chosen.get(chunk.source)
+            if fmt is None:
+                fmt = chosen[chunk.source] = _choose_format(log_format, chunk.data[:SNIFF_BYTES])
+                stats.formats[chunk.source] = fmt.name
+            # One streaming pass over the chunk: every line parsed or given a reason.
+            yield chunk.source, len(chunk.data), fmt.run(chunk.data, chunk.first_line_no)
+
+    # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
+    # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
+    for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
+        records = parsed.filter(pl.col("reason").is_null())
+        unparsed = unparsed_of(parsed)
+        stats.lines += parsed.height
+        stats.records += records.height
+        stats.bytes_read += n_bytes
+        if unparsed.height:
+            stats.unparsed += unparsed.height
+            stats.unparsed_by_reason.update(unparsed["reason"].to_list())
             if strict:
-                first = parsed.unparsed.row(0, named=True)
+                first = unparsed.row(0, named=True)
                 raise StrictParseError(
-                    f"{chunk.source}:{first['line_no']}: {first['reason']} (--strict): "
+                    f"{source}:{first['line_no']}: {first['reason']} (--strict): "
                     f"{safe_text(first['text'], 120)}"
                 )
             room = MAX_EXAMPLES - len(stats.examples)
-            for row in parsed.unparsed.head(max(room, 0)).iter_rows(named=True):
+            for row in unparsed.head(max(room, 0)).iter_rows(named=True):
                 stats.examples.append(
-                    UnparsedLine(chunk.source, row["line_no"], row["reason"], safe_text(row["text"], 200))
+                    UnparsedLine(source, row["line_no"], row["reason"], safe_text(row["text"], 200))
                 )
-        acc.add(parsed.records)
+        acc.add(records)
         if keep_client is not None:
-            kept.append(parsed.records.filter(pl.col("client") == keep_client))
+            kept.append(records_of(records.filter(pl.col("client") == keep_client)).sort("line_no"))
         if progress is not None:
-            progress(len(chunk.data))
+            progress(n_bytes)
     if strict and stats.problems:
         raise StrictParseError(f"{stats.problems[0].source}: {stats.problems[0].message}")
     stats.seconds = time.perf_counter() - started

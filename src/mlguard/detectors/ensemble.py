@@ -14,6 +14,7 @@ than anyone else is not an outlier here.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -56,6 +57,21 @@ def _cache_numba(module: object) -> None:
         kernel._mlguard_cached = True
     except Exception:  # caching is an optimisation; compiling in memory still works
         pass
+
+
+def preload() -> threading.Thread:
+    """Import scikit-learn and PyOD on a thread (about a second of start-up) while the caller
+    reads logs: Polars releases the GIL while it parses, so the two overlap."""
+
+    def load() -> None:
+        from pyod.models import hbos as pyod_hbos
+        from sklearn import ensemble  # noqa: F401
+
+        _cache_numba(pyod_hbos)
+
+    thread = threading.Thread(target=load, name="mlguard-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from mlguard.formats.base import LogFormat, ParsedChunk, conform, conform_unparsed
-from mlguard.schema import empty_unparsed
+from mlguard.formats.base import LogFormat, conform
+from mlguard.schema import dash_null
 
 TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
@@ -29,38 +29,9 @@ EXACT = (
 )
 
 
-def _dash_null(expr: pl.Expr) -> pl.Expr:
-    return pl.when(expr.is_in(["-", ""])).then(None).otherwise(expr)
-
-
-def _request_columns(request: pl.Expr) -> list[pl.Expr]:
-    """method, path, query, protocol from the request line `GET /a?b HTTP/1.1`."""
-    parts = request.str.splitn(" ", 3)
-    has_target = parts.struct.field("field_1").is_not_null()
-    target = pl.when(has_target).then(parts.struct.field("field_1")).otherwise(_dash_null(request))
-    path_query = target.str.splitn("?", 2)
-    return [
-        pl.when(has_target).then(parts.struct.field("field_0")).otherwise(None).alias("method"),
-        path_query.struct.field("field_0").alias("path"),
-        path_query.struct.field("field_1").alias("query"),
-        parts.struct.field("field_2").alias("protocol"),
-    ]
-
-
 def _time(text: pl.Expr) -> pl.Expr:
+    # strptime's own cache of repeated values makes this cheap: timestamps repeat.
     return text.str.strptime(pl.Datetime("us", "UTC"), TIME_FORMAT, strict=False, cache=True)
-
-
-def _by_unique(frame: pl.DataFrame, key: str, exprs: list[pl.Expr]) -> pl.DataFrame:
-    """Compute `exprs` of `key` once per distinct value and join them back (values repeat a lot)."""
-    table = frame.select(pl.col(key).unique()).with_columns(exprs)
-    return frame.join(table, on=key, how="left", maintain_order="left", nulls_equal=True)
-
-
-def _parse_time(frame: pl.DataFrame) -> pl.DataFrame:
-    # strptime's own cache of repeated values beats a unique-and-join here (timestamps repeat
-    # within a second, and consecutive lines share them).
-    return frame.with_columns(_time(pl.col("time_text")).alias("time"))
 
 
 def _client(text: pl.Expr) -> pl.Expr:
@@ -75,7 +46,7 @@ class CombinedFormat(LogFormat):
     needs_agent = True
     rest_pattern = r"^(?: .*)?$"  # extra fields after the user agent are allowed
 
-    def parse_lines(self, lines: pl.DataFrame) -> ParsedChunk:
+    def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:
         line = pl.col("line")
         # Split once into columns (a struct reused by many expressions would redo the split).
         split = lines.with_columns(line.str.split_exact('"', 8).alias("_f")).unnest("_f", separator="")
@@ -87,35 +58,32 @@ class CombinedFormat(LogFormat):
             & ~head.str.starts_with(" ")
             & f[1].is_not_null()
             & f[2].str.starts_with(" ")
+            & (f[2].str.slice(4, 1) == " ")
             & self._tail_ok(f)
         )
         # A field ending in a backslash means an escaped quote split it: the exact path decides.
         escaped = pl.any_horizontal([field.str.ends_with("\\").fill_null(False) for field in f[:8]])
+        bytes_text = f[2].str.slice(5).str.strip_chars_end(" ")
         fast = split.with_columns(
-            head.str.split_exact(" ", 1).struct.field("field_0").alias("client"),
-            head.str.slice(-28, 26).alias("time_text"),
+            _client(head.str.split_exact(" ", 1).struct.field("field_0")).alias("client"),
+            _time(head.str.slice(-28, 26)).alias("time"),
             f[1].alias("request"),
             f[2].str.slice(1, 3).cast(pl.UInt16, strict=False).alias("status"),
-            f[2].str.slice(5).str.strip_chars_end(" ").alias("bytes_text"),
-            _dash_null(f[3]).alias("referer"),
-            _dash_null(f[5]).alias("user_agent"),
-            (shape_ok & ~escaped & (f[2].str.slice(4, 1) == " ")).fill_null(False).alias("_shape_ok"),
+            bytes_text.cast(pl.UInt64, strict=False).alias("bytes"),
+            dash_null(f[3]).alias("referer"),
+            dash_null(f[5]).alias("user_agent"),
+            ((bytes_text == "-") | bytes_text.str.contains(r"^\d+$")).alias("_bytes_ok"),
+            (shape_ok & ~escaped).alias("_shape_ok"),
         )
-        fast = _parse_time(fast)
-        bytes_ok = (pl.col("bytes_text") == "-") | pl.col("bytes_text").str.contains(r"^\d+$")
-        ok = pl.col("_shape_ok") & pl.col("time").is_not_null() & pl.col("status").is_not_null() & bytes_ok
-        fast = fast.with_columns(ok.fill_null(False).alias("_ok"))
-        good = fast.filter(pl.col("_ok"))
-        rest = fast.filter(~pl.col("_ok")).select("line_no", "line")
-        records = [self._finish(good)]
-        unparsed = []
-        if rest.height:
-            exact_records, exact_unparsed = self._exact(rest)
-            records.append(exact_records)
-            unparsed.append(exact_unparsed)
-        out_records = pl.concat(records) if len(records) > 1 else records[0]
-        out_unparsed = pl.concat(unparsed) if unparsed else empty_unparsed()
-        return ParsedChunk(out_records, out_unparsed)
+        ok = (
+            pl.col("_shape_ok")
+            & pl.col("time").is_not_null()
+            & pl.col("status").is_not_null()
+            & pl.col("_bytes_ok")
+        ).fill_null(False)
+        fast = fast.with_columns(ok.alias("_ok"))
+        good = conform(fast.filter(pl.col("_ok")))
+        return pl.concat([good, self._exact(fast.filter(~pl.col("_ok")).select("line_no", "line"))])
 
     def _tail_ok(self, f: list[pl.Expr]) -> pl.Expr:
         # referer and user agent present, anything after them separated by a space
@@ -127,23 +95,15 @@ class CombinedFormat(LogFormat):
             & ((f[6] == "") & f[7].is_null() | f[6].str.starts_with(" "))
         )
 
-    def _finish(self, frame: pl.DataFrame) -> pl.DataFrame:
-        frame = _by_unique(frame, "request", _request_columns(pl.col("request")))
-        return conform(
-            frame.with_columns(
-                _client(pl.col("client")),
-                pl.col("bytes_text").cast(pl.UInt64, strict=False).alias("bytes"),
-            )
-        )
-
-    def _exact(self, rest: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _exact(self, rest: pl.LazyFrame) -> pl.LazyFrame:
         groups = rest.with_columns(pl.col("line").str.extract_groups(EXACT).alias("g")).unnest("g")
         groups = groups.with_columns(
             _time(pl.col("time")).alias("time_parsed"),
             pl.col("status").cast(pl.UInt16, strict=False),
-            pl.col("bytes").alias("bytes_text"),
-            _dash_null(pl.col("referer")).alias("referer"),
-            _dash_null(pl.col("user_agent")).alias("user_agent"),
+            pl.col("bytes").cast(pl.UInt64, strict=False),
+            _client(pl.col("client")),
+            dash_null(pl.col("referer")).alias("referer"),
+            dash_null(pl.col("user_agent")).alias("user_agent"),
         )
         has_agent = (
             pl.col("user_agent").is_not_null()
@@ -165,10 +125,8 @@ class CombinedFormat(LogFormat):
             .then(pl.lit("no referer and user agent fields"))
             .otherwise(pl.lit(f"not a {self.name} log line"))
         )
-        groups = groups.with_columns(ok.fill_null(False).alias("_ok"), reason.alias("reason"))
-        good = groups.filter(pl.col("_ok")).with_columns(pl.col("time_parsed").alias("time"))
-        bad = groups.filter(~pl.col("_ok")).select("line_no", "reason", pl.col("line").alias("text"))
-        return self._finish(good), conform_unparsed(bad)
+        groups = groups.with_columns(pl.col("time_parsed").alias("time"))
+        return conform(groups, pl.when(ok.fill_null(False)).then(None).otherwise(reason))
 
 
 class CommonFormat(CombinedFormat):

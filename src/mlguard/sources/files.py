@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import zstandard
 
@@ -25,6 +25,7 @@ CHUNK_BYTES = 64 * 1024 * 1024
 READ_BYTES = 4 * 1024 * 1024
 COMPRESSED_READ_BYTES = 64 * 1024  # what a corrupt compressed tail can cost at most
 STDIN = "-"
+T = TypeVar("T")
 
 _MAGIC = {
     b"\x1f\x8b": "gzip",
@@ -164,26 +165,33 @@ def read_chunks(
         yield from _chunks_of(name, raw, chunk_bytes, sink)
 
 
-def prefetch(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
-    """Read (and decompress) the next chunks in a thread while the caller parses this one."""
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Produce the next items (read, decompress, parse...) in a thread while the caller works
+    on this one; an exception in the thread is raised in the caller."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
 
     def pump() -> None:
         try:
-            for chunk in chunks:
+            for item in items:
                 while not stop.is_set():
                     try:
-                        q.put(chunk, timeout=0.1)
+                        q.put(item, timeout=0.1)
                         break
                     except queue.Full:
                         continue
                 if stop.is_set():
-                    return
-            q.put(done)
+                    break
+            else:
+                q.put(done)
         except BaseException as exc:  # handed to the consumer, raised there
             q.put(exc)
+        finally:
+            # The consumer left early: close the producer so that its own threads stop too.
+            close = getattr(items, "close", None)
+            if stop.is_set() and close is not None:
+                close()
 
     thread = threading.Thread(target=pump, name="mlguard-read", daemon=True)
     thread.start()
