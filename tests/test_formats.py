@@ -143,9 +143,5 @@ def test_small_chunks_give_the_same_table_as_one_chunk(fixtures: Path) -> None:
     pieces = read_logs([path], chunk_bytes=16 * 1024)
     assert whole.table is not None and pieces.table is not None
     assert pieces.stats.lines == whole.stats.lines
-    a = whole.table.frame.drop("gap_regularity", "gap_n", "gap_sum", "gap_sumsq")
-    b = pieces.table.frame.select(whole.table.frame.columns).drop(
-        "gap_regularity", "gap_n", "gap_sum", "gap_sumsq"
-    )
-    # Gaps across a chunk boundary are not measured (documented); everything else is exact.
-    assert a.equals(b)
+    # Nothing depends on where the reader cut the input, not even gaps that straddle a cut.
+    assert pieces.table.frame.equals(whole.table.frame)

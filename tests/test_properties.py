@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from mlguard.features.aggregate import ClientAccumulator
 from mlguard.formats import FORMATS, get_format
+from mlguard.sources.files import read_chunks
 
 VALID = b'203.0.113.9 - - [17/May/2015:10:05:03 +0000] "GET /index.html HTTP/1.1" 200 1 "-" "ua"\n'
 
@@ -68,3 +69,33 @@ def test_features_of_hostile_records_never_raise(data: bytes) -> None:
     table = acc.finish()
     assert table.frame.height >= 1
     assert table.frame["requests"].sum() == parsed.records.height
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=HOSTILE, tail=HOSTILE)
+def test_a_chunk_ending_before_its_buffer_ends_keeps_exactly_its_lines(data: bytes, tail: bytes) -> None:
+    # Plain files are parsed straight from the read buffer, whose last (partial) line belongs
+    # to the next chunk: the parse must stop exactly at `end`, like a parse of the copy.
+    data = data + b"\n"
+    buffer = data + tail.replace(b"\n", b"")
+    for name in FORMATS:
+        fmt = get_format(name)
+        direct = fmt.run(buffer, 1, len(data)).sort("line_no")
+        copied = fmt.run(data, 1).sort("line_no")
+        assert direct.equals(copied)
+        assert direct.height == _line_count(data)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=HOSTILE, chunk=st.integers(min_value=1, max_value=64))
+def test_file_chunks_hold_every_line_once_whatever_the_chunk_size(
+    tmp_path_factory, data: bytes, chunk: int
+) -> None:
+    path = tmp_path_factory.mktemp("chunks") / "access.log"
+    path.write_bytes(data)
+    chunks = list(read_chunks([str(path)], chunk_bytes=chunk))
+    joined = b"".join(bytes(c.data[: c.end]) for c in chunks)
+    assert joined == data
+    numbers = [c.first_line_no for c in chunks]
+    expected = [1 + data[: sum(c.end for c in chunks[:i])].count(b"\n") for i in range(len(chunks))]
+    assert numbers == expected

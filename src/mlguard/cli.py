@@ -149,7 +149,10 @@ def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
 def _json_lines(findings: pl.DataFrame) -> str:
     text = _output_frame(findings).write_ndjson()
     # JSON escapes C0 controls; C1 controls and DEL may pass raw, and a terminal that `cat`s the
-    # file would obey them. They can only occur inside strings, so escape them there.
+    # file would obey them. They can only occur inside strings, so escape them there (ASCII
+    # text without DEL, the usual case, holds none: skip the scan of 100s of MB).
+    if text.isascii() and "\x7f" not in text:
+        return text
     return _RAW_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

@@ -96,10 +96,11 @@ def read_logs(
         for chunk in raw:
             fmt = chosen.get(chunk.source)
             if fmt is None:
-                fmt = chosen[chunk.source] = _choose_format(log_format, chunk.data[:SNIFF_BYTES])
+                sample = chunk.data[: min(SNIFF_BYTES, chunk.end)]
+                fmt = chosen[chunk.source] = _choose_format(log_format, sample)
                 stats.formats[chunk.source] = fmt.name
             # One streaming pass over the chunk: every line parsed or given a reason.
-            yield chunk.source, len(chunk.data), fmt.run(chunk.data, chunk.first_line_no)
+            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end)
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.

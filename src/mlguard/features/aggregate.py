@@ -182,12 +182,28 @@ def _merge(parts: list[Partials]) -> Partials:
     def cat(name: str) -> pl.DataFrame:
         return pl.concat([getattr(p, name) for p in parts], how="diagonal")
 
+    # The gap between a client's last request in one chunk and its first in a later one: parts
+    # arrive in input order, so with them the gaps are those of the whole log, not of where
+    # the chunks happened to be cut.
+    clients = pl.concat(
+        [p.clients.with_columns(pl.lit(i, pl.UInt32).alias("_part")) for i, p in enumerate(parts)],
+        how="diagonal",
+    ).sort("cid", "_part")
+    same_client = pl.col("cid") == pl.col("cid").shift()
+    since_last = (pl.col("first_seen") - pl.col("last_seen").shift()).dt.total_seconds()
+    across = pl.when(same_client).then(since_last)
+    clients = clients.with_columns(pl.when(across > 0).then(across.cast(pl.Float64)).alias("_across"))
+    gap_sums = [
+        (pl.col("gap_n").sum() + pl.col("_across").count()).alias("gap_n"),
+        (pl.col("gap_sum").sum() + pl.col("_across").sum()).alias("gap_sum"),
+        (pl.col("gap_sumsq").sum() + (pl.col("_across") ** 2).sum()).alias("gap_sumsq"),
+    ]
     clients = (
-        cat("clients")
-        .group_by("cid")
+        clients.group_by("cid")
         .agg(
             pl.col("client").first(),
-            *[pl.col(c).sum() for c in _SUM_COLUMNS],
+            *[pl.col(c).sum() for c in _SUM_COLUMNS if not c.startswith("gap_")],
+            *gap_sums,
             pl.col("query_length_max").max(),
             pl.col("first_seen").min(),
             pl.col("last_seen").max(),

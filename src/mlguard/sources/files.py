@@ -37,11 +37,16 @@ _MAGIC = {
 
 @dataclass(frozen=True)
 class Chunk:
-    """A block of whole lines from one input."""
+    """A block of whole lines from one input: `data[:end]`.
+
+    Bytes after `end` (the start of a line the next chunk holds) are left in place rather than
+    cut off, because cutting copies the whole block.
+    """
 
     source: str  # the path as given, or '-' for stdin
     first_line_no: int  # 1-based number of the first line in `data`
-    data: bytes | bytearray  # whole lines; the last one may lack its newline at end of input
+    data: bytes | bytearray  # whole lines up to `end`; the last may lack its newline at end of input
+    end: int
 
 
 @dataclass
@@ -105,44 +110,83 @@ _DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdE
 
 def _chunks_of(name: str, raw: BinaryIO, chunk_bytes: int, problems: list[ReadProblem]) -> Iterator[Chunk]:
     stream, kind = _open_decoded(raw)
-    line_no = 1
-    carry = b""
-    piece = min(chunk_bytes, READ_BYTES if kind == "plain" else COMPRESSED_READ_BYTES)
-    failed = False
     try:
-        while not failed:
-            # Read straight into one buffer (no joins or slices of 64 MiB copies: on this
-            # machine those copies cost more than parsing). Pieces, so that a corrupt tail of a
-            # compressed file loses only the last piece.
-            buf = bytearray(len(carry) + chunk_bytes)
-            buf[: len(carry)] = carry
-            filled = len(carry)
-            with memoryview(buf) as view:
-                while filled < len(buf):
-                    try:
-                        n = stream.readinto(view[filled : filled + piece])  # type: ignore[attr-defined]
-                    except _DECODE_ERRORS as exc:
-                        problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
-                        failed = True
-                        break
-                    if not n:
-                        break
-                    filled += n
-            if filled == len(carry):  # nothing new: end of input
-                break
-            del buf[filled:]
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                carry = bytes(buf)
-                continue
-            carry = bytes(buf[cut + 1 :])
-            del buf[cut + 1 :]
-            yield Chunk(name, line_no, buf)
-            line_no += buf.count(b"\n")
-        if carry:
-            yield Chunk(name, line_no, carry)
+        if kind == "plain" and stream.seekable():
+            yield from _file_chunks(name, stream, chunk_bytes, problems)
+        else:
+            yield from _stream_chunks(name, stream, kind, chunk_bytes, problems)
     finally:
         stream.close()
+
+
+def _file_chunks(
+    name: str, stream: BinaryIO, chunk_bytes: int, problems: list[ReadProblem]
+) -> Iterator[Chunk]:
+    """A plain file: each chunk is one read() straight from the file, never copied; the line cut
+    at its end is read again by the next chunk (seek back)."""
+    line_no = 1
+    while True:
+        try:
+            block = stream.read(chunk_bytes)
+        except OSError as exc:
+            problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
+            return
+        if not block:
+            return
+        cut = block.rfind(b"\n")
+        if cut < 0 and len(block) == chunk_bytes:  # one line longer than a chunk: carry it
+            yield from _stream_chunks(name, stream, "plain", chunk_bytes, problems, block, line_no)
+            return
+        end = cut + 1 if cut >= 0 else len(block)  # no newline: the last line of the file
+        if end < len(block):
+            stream.seek(end - len(block), os.SEEK_CUR)
+        yield Chunk(name, line_no, block, end)
+        line_no += block.count(b"\n", 0, end)
+
+
+def _stream_chunks(
+    name: str,
+    stream: BinaryIO,
+    kind: str,
+    chunk_bytes: int,
+    problems: list[ReadProblem],
+    carry: bytes = b"",
+    line_no: int = 1,
+) -> Iterator[Chunk]:
+    """Streams that cannot seek (stdin, decompressors): the cut line is carried over."""
+    piece = min(chunk_bytes, READ_BYTES if kind == "plain" else COMPRESSED_READ_BYTES)
+    failed = False
+    while not failed:
+        # Read straight into one buffer (no joins or slices of 64 MiB copies: on this
+        # machine those copies cost more than parsing). Pieces, so that a corrupt tail of a
+        # compressed file loses only the last piece.
+        buf = bytearray(len(carry) + chunk_bytes)
+        buf[: len(carry)] = carry
+        filled = len(carry)
+        with memoryview(buf) as view:
+            while filled < len(buf):
+                try:
+                    n = stream.readinto(view[filled : filled + piece])  # type: ignore[attr-defined]
+                except _DECODE_ERRORS as exc:
+                    problems.append(ReadProblem(name, f"stopped reading early: {exc}"))
+                    failed = True
+                    break
+                if not n:
+                    break
+                filled += n
+        if filled == len(carry):  # nothing new: end of input
+            break
+        del buf[filled:]
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            carry = bytes(buf)
+            continue
+        carry = bytes(buf[cut + 1 :])
+        del buf[cut + 1 :]
+        yield Chunk(name, line_no, buf, len(buf))
+        line_no += buf.count(b"\n")
+    if carry:
+        yield Chunk(name, line_no, carry, len(carry))
 
 
 def read_chunks(
