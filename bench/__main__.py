@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "make-log": ("bench.make_big_log:main", "generate a big synthetic Apache combined log"),
     "detection": ("bench.detection:main", "precision/recall/ROC-AUC on every labelled dataset"),
+    "memory": ("bench.memory:main", "peak RSS on a log and on the same log repeated (same clients)"),
 }
 
 

@@ -92,7 +92,9 @@ def read_logs(
     chosen: dict[str, LogFormat] = {}
 
     def parse_chunks() -> Iterator[tuple[str, int, pl.DataFrame]]:
-        raw = prefetch(read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin))
+        raw = prefetch(
+            read_chunks(files, chunk_bytes=chunk_bytes, problems=stats.problems, stdin=stdin), depth=1
+        )
         for chunk in raw:
             fmt = chosen.get(chunk.source)
             if fmt is None:
@@ -176,9 +178,7 @@ def score_table(
         reasons_for(row, scores.contribution[row["_row"]], scores.deviation[row["_row"]])
         for row in flagged.iter_rows(named=True)
     ]
-    reasons = pl.DataFrame(
-        {"_row": flagged["_row"], "reasons": pl.Series(written, dtype=pl.List(pl.String))}
-    )
+    reasons = pl.DataFrame({"_row": flagged["_row"], "reasons": pl.Series(written, dtype=pl.List(pl.String))})
     frame = frame.join(reasons, on="_row", how="left", maintain_order="left").with_columns(
         pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     )

@@ -27,7 +27,7 @@ WINDOW_SECS = 600
 SHRINK_PSEUDO_REQUESTS = 5.0  # a ratio from 1 request says little: pull it towards the population
 RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
-MERGE_MIN_ROWS = 2_000_000
+MERGE_MIN_ROWS = 500_000
 
 _SUM_COLUMNS = (
     "requests",
