@@ -17,7 +17,7 @@ from mlguard.errors import UsageError
 BLOCK, ALERT, PASS = "block", "alert", "pass"
 
 DEFAULT_ALERT_THRESHOLD = 0.5
-DEFAULT_BLOCK_THRESHOLD = 0.75
+DEFAULT_BLOCK_THRESHOLD = 0.76
 DEFAULT_MIN_BLOCK_REQUESTS = 20
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -52,10 +52,14 @@ _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ratio_5xx": lambda r: f"{_pct(r['n_5xx'], r['requests'])} answered 5xx",
     "peak_window_errors": lambda r: f"{r['peak_window_errors']:.0f} client errors within {_minutes(r)}",
     "distinct_paths": lambda r: f"{r['distinct_paths']:.0f} distinct paths",
+    "distinct_error_paths": lambda r: (
+        f"{r['distinct_error_paths']:.0f} distinct paths answered 4xx{_example(r, 'example_404')}"
+    ),
     "distinct_path_ratio": lambda r: (
         f"{r['distinct_paths']:.0f} distinct paths in {r['requests']:.0f} requests"
     ),
     "ratio_post": lambda r: f"{_pct(r['n_post'], r['requests'])} were POST",
+    "repeated_posts": lambda r: f"{r['repeated_posts']:.0f} POST requests to one path",
     "ratio_head_other": lambda r: f"{_pct(r['n_head_other'], r['requests'])} used HEAD or unusual methods",
     "ratio_static": lambda r: f"only {_pct(r['n_static'], r['requests'])} loaded static assets",
     "ratio_sensitive": lambda r: (

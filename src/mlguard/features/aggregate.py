@@ -82,7 +82,7 @@ def _request_features(requests: pl.LazyFrame) -> pl.LazyFrame:
 class Partials:
     clients: pl.DataFrame  # cid -> client, counts, sums, first/last seen, examples
     windows: pl.DataFrame  # cid, window -> requests, n_4xx
-    targets: pl.DataFrame  # cid, template_id, shape_id -> requests
+    targets: pl.DataFrame  # cid, template_id, shape_id -> requests, n_4xx, n_post
     user_agents: pl.DataFrame  # cid, uid -> requests
     agent_names: pl.DataFrame  # uid -> user_agent
     templates: pl.DataFrame  # template_id -> template, example path
@@ -161,7 +161,9 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     windows = lines.group_by("cid", pl.col("time").dt.truncate(f"{window_secs}s").alias("window")).agg(
         pl.len().alias("requests"), status.is_between(400, 499).sum().alias("n_4xx")
     )
-    targets = joined.group_by("cid", "template_id", "shape_id").agg(n.sum())
+    targets = joined.group_by("cid", "template_id", "shape_id").agg(
+        n.sum(), pl.col("n_4xx").sum(), n.filter(pl.col("is_post")).sum().alias("n_post")
+    )
     user_agents = lines.group_by("cid", "uid").agg(pl.len().alias("requests"))
     agent_names = lines.group_by("uid").agg(pl.col("user_agent").first())
     templates = requests.lazy().group_by("template_id").agg(
@@ -213,7 +215,11 @@ def _merge(parts: list[Partials]) -> Partials:
         )
     )
     windows = cat("windows").group_by("cid", "window").agg(pl.col("requests").sum(), pl.col("n_4xx").sum())
-    targets = cat("targets").group_by("cid", "template_id", "shape_id").agg(pl.col("requests").sum())
+    targets = (
+        cat("targets")
+        .group_by("cid", "template_id", "shape_id")
+        .agg(pl.col("requests").sum(), pl.col("n_4xx").sum(), pl.col("n_post").sum())
+    )
     user_agents = cat("user_agents").group_by("cid", "uid").agg(pl.col("requests").sum())
     agent_names = cat("agent_names").unique("uid")
     templates = (
@@ -328,6 +334,14 @@ class ClientAccumulator:
         rare_paths = templates.group_by("cid").agg(
             pl.col("requests").filter(pl.col("others") == 0).sum().alias("n_rare_paths"),
             pl.col("template_id").n_unique().alias("distinct_paths"),
+            pl.col("template_id").filter(pl.col("n_4xx") > 0).n_unique().alias("distinct_error_paths"),
+        )
+        # POSTs per path template (summed over the shapes of its queries); the client's maximum.
+        posts = (
+            state.targets.group_by("cid", "template_id")
+            .agg(pl.col("n_post").sum())
+            .group_by("cid")
+            .agg(pl.col("n_post").max().alias("repeated_posts"))
         )
 
         # Payload rarity from shape trigrams used by few clients.
@@ -371,6 +385,7 @@ class ClientAccumulator:
         )
         frame = (
             state.clients.join(rare_paths, on="cid", how="left")
+            .join(posts, on="cid", how="left")
             .join(payloads, on="cid", how="left")
             .join(windows, on="cid", how="left")
             .join(agents, on="cid", how="left")
@@ -429,6 +444,8 @@ class ClientAccumulator:
                     "n_tool_user_agent",
                     "distinct_user_agents",
                     "distinct_paths",
+                    "distinct_error_paths",
+                    "repeated_posts",
                 )
             ]
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 Kind = Literal["count", "ratio", "rarity", "value"]
 
@@ -109,6 +109,15 @@ FEATURES: tuple[Feature, ...] = (
         "Number of distinct normalised paths (digits and hex ids folded) the client requested.",
     ),
     Feature(
+        "distinct_error_paths",
+        "count",
+        1,
+        "distinct paths answered 4xx",
+        "Breadth of probing: discovery tries many different paths that do not exist or are "
+        "forbidden, while a misconfigured client or monitor repeats the same missing one.",
+        "Number of distinct normalised paths the client requested that were answered 4xx.",
+    ),
+    Feature(
         "distinct_path_ratio",
         "ratio",
         1,
@@ -123,6 +132,15 @@ FEATURES: tuple[Feature, ...] = (
         "share of POST",
         "Login brute force, comment spam and injection through forms are POST-heavy.",
         "Share of requests with method POST, shrunk.",
+    ),
+    Feature(
+        "repeated_posts",
+        "count",
+        1,
+        "POSTs to one path",
+        "Password guessing and form spam submit the same form over and over; a person logs in "
+        "or comments a few times.",
+        "The most POST requests the client sent to any one normalised path.",
     ),
     Feature(
         "ratio_head_other",
