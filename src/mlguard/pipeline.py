@@ -23,6 +23,7 @@ from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTa
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
 from mlguard.formats.base import records_of, unparsed_of
+from mlguard.schema import PARSED_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
 
 MAX_EXAMPLES = 5
@@ -90,6 +91,12 @@ def read_logs(
     acc = ClientAccumulator(window_secs)
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
+    # The features only ask whether a referer was sent: unless records are kept for `explain`,
+    # the referer text (often the longest field) is never copied out of the parse.
+    columns = None
+    if keep_client is None:
+        sent = pl.when(pl.col("referer").is_not_null()).then(pl.lit("")).otherwise(None)
+        columns = [sent.alias("referer") if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
 
     def parse_chunks() -> Iterator[tuple[str, int, pl.DataFrame]]:
         raw = prefetch(
@@ -102,7 +109,7 @@ def read_logs(
                 fmt = chosen[chunk.source] = _choose_format(log_format, sample)
                 stats.formats[chunk.source] = fmt.name
             # One streaming pass over the chunk: every line parsed or given a reason.
-            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end)
+            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end, columns)
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.

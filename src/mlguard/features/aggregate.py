@@ -27,7 +27,7 @@ WINDOW_SECS = 600
 SHRINK_PSEUDO_REQUESTS = 5.0  # a ratio from 1 request says little: pull it towards the population
 RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
-MERGE_MIN_ROWS = 500_000
+MERGE_MIN_ROWS = 1_000_000
 
 _SUM_COLUMNS = (
     "requests",
@@ -338,7 +338,8 @@ class ClientAccumulator:
         )
         # POSTs per path template (summed over the shapes of its queries); the client's maximum.
         posts = (
-            state.targets.group_by("cid", "template_id")
+            state.targets.filter(pl.col("n_post") > 0)  # few rows: most requests are GETs
+            .group_by("cid", "template_id")
             .agg(pl.col("n_post").sum())
             .group_by("cid")
             .agg(pl.col("n_post").max().alias("repeated_posts"))
