@@ -15,72 +15,45 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("scanners", "spam-bots", "honeynet", "mixed", "almhuette")
 TUNING_SEED = 1
 
 
-def _counts(y: list[bool], flagged: list[bool]) -> dict[str, float]:
-    tp = sum(a and b for a, b in zip(y, flagged, strict=True))
-    fp = sum((not a) and b for a, b in zip(y, flagged, strict=True))
-    fn = sum(a and not b for a, b in zip(y, flagged, strict=True))
-    tn = sum((not a) and not b for a, b in zip(y, flagged, strict=True))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    fpr = fp / (fp + tn) if fp + tn else 0.0
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "fpr": fpr,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-    }
-
-
 def evaluate(log: Path, labels: Path) -> dict:
+    """`mlguard eval --json` on one scenario: the figures come from the tool users run."""
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "mlguard", "detect", str(log), "--json", "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "mlguard",
+            "eval",
+            str(log),
+            "--labels",
+            str(labels),
+            "--json",
+            "--no-progress",
+        ],
         capture_output=True,
         text=True,
         check=True,
     )
-    seconds = time.perf_counter() - started
-    findings = pl.DataFrame([json.loads(x) for x in proc.stdout.splitlines()]).select(
-        "ip", "score", "verdict", "requests"
-    )
-    truth = pl.read_csv(labels).filter(pl.col("label").is_in(["malicious", "benign"]))
-    joined = findings.join(truth, on="ip", how="inner")
-    y = (joined["label"] == "malicious").to_list()
-    score = joined["score"].to_list()
-    verdict = joined["verdict"].to_list()
-    per_actor = (
-        joined.filter(pl.col("label") == "malicious")
-        .group_by("actor")
-        .agg(pl.len().alias("clients"), (pl.col("verdict") != "pass").mean().alias("recall"))
-        .sort("actor")
-    )
+    report = json.loads(proc.stdout)
     return {
-        "clients": findings.height,
-        "labelled": joined.height,
-        "unlabelled_in_log": findings.height - joined.height,
-        "malicious": sum(y),
-        "alert": _counts(y, [v != "pass" for v in verdict]),
-        "block": _counts(y, [v == "block" for v in verdict]),
-        "roc_auc": roc_auc_score(y, score),
-        "pr_auc": average_precision_score(y, score),
+        "clients": report["labelled"] + report["unlabelled"],
+        "labelled": report["labelled"],
+        "unlabelled_in_log": report["unlabelled"],
+        "malicious": report["malicious"],
+        "alert": report["alert"],
+        "block": report["block"],
+        "roc_auc": report["roc_auc"],
+        "pr_auc": report["pr_auc"],
         "per_actor": {
-            r["actor"]: {"clients": r["clients"], "recall": r["recall"]}
-            for r in per_actor.iter_rows(named=True)
+            actor: {"clients": report["actor_clients"][actor], "recall": recall}
+            for actor, recall in report["per_actor"].items()
         },
-        "seconds": seconds,
+        "seconds": time.perf_counter() - started,
     }
 
 

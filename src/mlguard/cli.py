@@ -6,6 +6,7 @@ line on stderr, no traceback unless --verbose), 1 an internal error.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -36,11 +37,12 @@ from mlguard.decisions.policy import (
 from mlguard.detectors.ensemble import preload
 from mlguard.detectors.model import Baseline, build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
+from mlguard.evaluation import Evaluation, evaluate, load_labels
 from mlguard.explain.reasons import describe, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS
-from mlguard.pipeline import Detection, ReadResult, read_logs, score_table
+from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
 
 app = typer.Typer(
     name="mlguard",
@@ -73,6 +75,19 @@ ModelOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+AlertOpt = Annotated[float, typer.Option("--alert-threshold", help="Score from which a client is reported.")]
+BlockOpt = Annotated[
+    float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
+]
+MinBlockOpt = Annotated[
+    int, typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests.")
+]
+AllowOpt = Annotated[
+    list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
+]
+BlockPrivateOpt = Annotated[
+    bool, typer.Option("--block-private", help="Allow blocking private and loopback addresses.")
+]
 
 
 def _total_size(paths: list[str]) -> int | None:
@@ -147,7 +162,10 @@ def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
 
 
 def _json_lines(findings: pl.DataFrame) -> str:
-    text = _output_frame(findings).write_ndjson()
+    return _escape_json(_output_frame(findings).write_ndjson())
+
+
+def _escape_json(text: str) -> str:
     # JSON escapes C0 controls; C1 controls and DEL may pass raw, and a terminal that `cat`s the
     # file would obey them. They can only occur inside strings, so escape them there (ASCII
     # text without DEL, the usual case, holds none: skip the scan of 100s of MB).
@@ -215,22 +233,11 @@ def detect(
     strict: StrictOpt = False,
     model: ModelOpt = None,
     window_secs: WindowOpt = WINDOW_SECS,
-    alert_threshold: Annotated[
-        float, typer.Option("--alert-threshold", help="Score from which a client is reported.")
-    ] = DEFAULT_ALERT_THRESHOLD,
-    block_threshold: Annotated[
-        float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
-    ] = DEFAULT_BLOCK_THRESHOLD,
-    min_block_requests: Annotated[
-        int,
-        typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests."),
-    ] = DEFAULT_MIN_BLOCK_REQUESTS,
-    allow: Annotated[
-        list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
-    ] = None,
-    block_private: Annotated[
-        bool, typer.Option("--block-private", help="Allow blocking private and loopback addresses.")
-    ] = False,
+    alert_threshold: AlertOpt = DEFAULT_ALERT_THRESHOLD,
+    block_threshold: BlockOpt = DEFAULT_BLOCK_THRESHOLD,
+    min_block_requests: MinBlockOpt = DEFAULT_MIN_BLOCK_REQUESTS,
+    allow: AllowOpt = None,
+    block_private: BlockPrivateOpt = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -378,6 +385,102 @@ def explain(
         )
     out.print(features)
     _summary(result, None)
+
+
+@app.command(name="eval")
+def evaluate_command(
+    paths: PathsArg,
+    labels_path: Annotated[
+        Path,
+        typer.Option("--labels", "-l", help="CSV with a header: ip,label[,actor]; label malicious|benign."),
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object with every figure.")] = False,
+    log_format: FormatOpt = AUTO,
+    model: ModelOpt = None,
+    window_secs: WindowOpt = WINDOW_SECS,
+    alert_threshold: AlertOpt = DEFAULT_ALERT_THRESHOLD,
+    block_threshold: BlockOpt = DEFAULT_BLOCK_THRESHOLD,
+    min_block_requests: MinBlockOpt = DEFAULT_MIN_BLOCK_REQUESTS,
+    allow: AllowOpt = None,
+    block_private: BlockPrivateOpt = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Misses and false positives listed.")] = 20,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run detection on labelled logs: precision, recall, F1, false-positive rate, ROC-AUC, misses."""
+    labels = load_labels(labels_path)
+    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
+    baseline = load_model(model) if model is not None else None
+    preload()
+    result = _read(paths, log_format, False, window_secs, progress)
+    detection = score_table(result, policy, baseline, random_state=seed)
+    ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
+    if json_out:
+        sys.stdout.write(_escape_json(json.dumps(ev.as_json())) + "\n")
+    else:
+        _evaluation_tables(ev, top)
+    _summary(result, detection)
+
+
+def _evaluation_tables(ev: Evaluation, top: int) -> None:
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    out.print(
+        Text(
+            f"{ev.labelled:,} labelled clients in the log ({ev.malicious:,} malicious, "
+            f"{ev.labelled - ev.malicious:,} benign); ROC-AUC {ratio(ev.roc_auc)}, PR-AUC {ratio(ev.pr_auc)}"
+        )
+    )
+    figures = Table(title="per client", title_justify="left")
+    for column in ("at", "precision", "recall", "F1", "FP rate", "TP", "FP", "FN", "TN"):
+        figures.add_column(column, justify="left" if column == "at" else "right")
+    for name, c in (("alert", ev.alert), ("block", ev.block)):
+        figures.add_row(
+            name,
+            *(ratio(c[k]) for k in ("precision", "recall", "f1", "fpr")),
+            *(f"{int(c[k]):,}" for k in ("tp", "fp", "fn", "tn")),
+        )
+    out.print(figures)
+    if ev.per_actor:
+        actors = Table(title="recall at alert per actor", title_justify="left")
+        actors.add_column("actor")
+        actors.add_column("recall", justify="right")
+        for actor, recall in ev.per_actor.items():
+            actors.add_row(Text(safe_text(actor, 60)), f"{recall:.2f}")
+        out.print(actors)
+    for title, frame in (("missed attackers", ev.misses), ("benign clients flagged", ev.false_positives)):
+        if frame.height == 0:
+            continue
+        table = Table(
+            title=f"{title} ({frame.height:,}, top {min(top, frame.height)} by score)", title_justify="left"
+        )
+        for column in ("client", "actor", "score", "verdict", "requests", "why it scored so"):
+            table.add_column(column, justify="right" if column in ("score", "requests") else "left")
+        for row in frame.head(top).iter_rows(named=True):
+            table.add_row(
+                Text(safe_text(row["ip"], 45)),
+                Text(safe_text(row["actor"], 30)),
+                f"{row['score']:.3f}",
+                row["verdict"],
+                f"{int(row['requests']):,}",
+                Text("\n".join(row["reasons"] or []) or "-"),
+            )
+        out.print(table)
+    if ev.unlabelled:
+        shown = ", ".join(safe_text(ip, 45) for ip in ev.unlabelled[:10])
+        more = f" and {len(ev.unlabelled) - 10:,} more" if len(ev.unlabelled) > 10 else ""
+        out.print(
+            Text(
+                f"{len(ev.unlabelled):,} clients of the log are not in the labels "
+                f"(not counted): {shown}{more}"
+            )
+        )
+    if ev.missing:
+        shown = ", ".join(safe_text(ip, 45) for ip in ev.missing[:10])
+        more = f" and {len(ev.missing) - 10:,} more" if len(ev.missing) > 10 else ""
+        out.print(Text(f"{len(ev.missing):,} labelled clients do not appear in the log: {shown}{more}"))
 
 
 @app.command()

@@ -191,3 +191,18 @@ def score_table(
     )
     frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
     return Detection(frame, scores, table, scorer)
+
+
+def reasons_of(detection: Detection, clients: list[str]) -> dict[str, list[str]]:
+    """Reasons for any clients, flagged or not (e.g. the attackers an evaluation missed)."""
+    wanted = detection.findings.filter(pl.col("client").is_in(clients))
+    scores = detection.scores
+    return {
+        row["client"]: reasons_for(
+            row,
+            scores.contribution[row["_row"]],
+            scores.deviation[row["_row"]],
+            when_none="nothing about this client is on a suspicious side",
+        )
+        for row in wanted.iter_rows(named=True)
+    }

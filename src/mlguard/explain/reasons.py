@@ -96,8 +96,15 @@ def ranked_features(contribution: np.ndarray, deviation: np.ndarray) -> list[int
     return [int(j) for j in order if deviation[j] > 0 and contribution[j] >= MIN_CONTRIBUTION]
 
 
+NOTHING_FLAGGED = "no feature is on its suspicious side; flagged only by the alert threshold"
+
+
 def reasons_for(
-    row: dict[str, Any], contribution: np.ndarray, deviation: np.ndarray, limit: int = MAX_REASONS
+    row: dict[str, Any],
+    contribution: np.ndarray,
+    deviation: np.ndarray,
+    limit: int = MAX_REASONS,
+    when_none: str = NOTHING_FLAGGED,
 ) -> list[str]:
     """1-3 reasons for one client, from its own counts."""
     out: list[str] = []
@@ -107,7 +114,7 @@ def reasons_for(
         # Too few clients for any tail to be rare: fall back to the largest deviations.
         ranked = [int(j) for j in np.argsort(-deviation, kind="stable") if deviation[j] > 0]
     if not ranked:
-        return ["no feature is on its suspicious side; flagged only by the alert threshold"]
+        return [when_none]
     for j in ranked:
         name = FEATURES[j].name
         # 4xx and 404 usually say the same thing twice: keep the more specific one.
