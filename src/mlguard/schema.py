@@ -57,11 +57,3 @@ def request_fields(request: pl.Expr) -> list[pl.Expr]:
         path_query.struct.field("field_1").alias("query"),
         parts.struct.field("field_2").alias("protocol"),
     ]
-
-
-def empty_records() -> pl.DataFrame:
-    return pl.DataFrame(schema=RECORD_SCHEMA)
-
-
-def empty_unparsed() -> pl.DataFrame:
-    return pl.DataFrame(schema=UNPARSED_SCHEMA)

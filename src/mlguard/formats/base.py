@@ -132,17 +132,17 @@ class LogFormat(ABC):
         chunk is run again on Python's split, so that no line is ever cut, merged or lost.
         """
         end = len(data) if end is None else end
-        expected = count_lines(data, end)
-        fast = polars_lines(data, first_line_no, end)
-        for lines in (fast, None):
-            if lines is None:
-                lines = python_lines(data, first_line_no, end)
-                fast = None
+
+        def collect(lines: pl.LazyFrame) -> pl.DataFrame:
             plan = self._plan_chunk(lines)
-            parsed = (plan if columns is None else plan.select(columns)).collect(engine=ENGINE)
-            if parsed.height == expected or fast is None:
+            return (plan if columns is None else plan.select(columns)).collect(engine=ENGINE)
+
+        fast = polars_lines(data, first_line_no, end)
+        if fast is not None:
+            parsed = collect(fast)
+            if parsed.height == count_lines(data, end):
                 return parsed
-        raise AssertionError("unreachable")
+        return collect(python_lines(data, first_line_no, end))
 
     def parse(self, data: bytes | bytearray, first_line_no: int = 1) -> ParsedChunk:
         """Records and unparsed lines of a chunk (tests, samples)."""
