@@ -35,7 +35,7 @@ from mlguard.decisions.policy import (
     parse_networks,
 )
 from mlguard.detectors.ensemble import preload
-from mlguard.detectors.model import Baseline, build_baseline, load_model, save_model
+from mlguard.detectors.model import build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.evaluation import Evaluation, evaluate, load_labels
 from mlguard.explain.reasons import describe, safe_text
@@ -135,6 +135,25 @@ def _read(
 
 def _policy(alert: float, block: float, min_requests: int, allow: list[str], block_private: bool) -> Policy:
     return Policy(alert, block, min_requests, parse_networks(allow), block_private)
+
+
+def _detect(
+    paths: list[str],
+    policy: Policy,
+    model: Path | None,
+    *,
+    log_format: str,
+    strict: bool,
+    window_secs: int,
+    progress: bool,
+    seed: int,
+    keep_client: str | None = None,
+) -> tuple[ReadResult, Detection]:
+    """Read, score and decide: what `detect`, `explain` and `eval` share."""
+    baseline = load_model(model) if model is not None else None  # a bad model fails before reading
+    preload()
+    result = _read(paths, log_format, strict, window_secs, progress, keep_client=keep_client)
+    return result, score_table(result, policy, baseline, random_state=seed)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -247,10 +266,16 @@ def detect(
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
     policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
-    baseline = load_model(model) if model is not None else None
-    preload()
-    result = _read(paths, log_format, strict, window_secs, progress)
-    detection = score_table(result, policy, baseline, random_state=seed)
+    result, detection = _detect(
+        paths,
+        policy,
+        model,
+        log_format=log_format,
+        strict=strict,
+        window_secs=window_secs,
+        progress=progress,
+        seed=seed,
+    )
     if json_out:
         sys.stdout.write(_json_lines(detection.findings))
     elif csv_out:
@@ -314,9 +339,6 @@ def explain(
 ) -> None:
     """Show how one client was scored: its requests, features against the population, verdict."""
     client = ip.strip().lower()
-    baseline: Baseline | None = load_model(model) if model is not None else None
-    preload()
-    result = _read(paths, log_format, False, window_secs, progress, keep_client=client)
     policy = _policy(
         DEFAULT_ALERT_THRESHOLD,
         DEFAULT_BLOCK_THRESHOLD,
@@ -324,7 +346,17 @@ def explain(
         allow or [],
         False,
     )
-    detection = score_table(result, policy, baseline, random_state=seed)
+    result, detection = _detect(
+        paths,
+        policy,
+        model,
+        log_format=log_format,
+        strict=False,
+        window_secs=window_secs,
+        progress=progress,
+        seed=seed,
+        keep_client=client,
+    )
     match = detection.findings.filter(pl.col("client") == client)
     if match.height == 0:
         raise UsageError(f"client '{safe_text(ip, 60)}' does not appear in the parsed input")
@@ -411,10 +443,16 @@ def evaluate_command(
     """Run detection on labelled logs: precision, recall, F1, false-positive rate, ROC-AUC, misses."""
     labels = load_labels(labels_path)
     policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
-    baseline = load_model(model) if model is not None else None
-    preload()
-    result = _read(paths, log_format, False, window_secs, progress)
-    detection = score_table(result, policy, baseline, random_state=seed)
+    result, detection = _detect(
+        paths,
+        policy,
+        model,
+        log_format=log_format,
+        strict=False,
+        window_secs=window_secs,
+        progress=progress,
+        seed=seed,
+    )
     ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
     if json_out:
         sys.stdout.write(_escape_json(json.dumps(ev.as_json())) + "\n")
