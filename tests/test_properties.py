@@ -39,6 +39,15 @@ PIECES = st.sampled_from(
 HOSTILE = st.lists(st.one_of(st.binary(max_size=40), PIECES), max_size=40).map(b"".join)
 
 
+# Every built-in format and two compiled from server format strings (with extra fields).
+PARSERS = [
+    *FORMATS,
+    'nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent" "$http_x_forwarded_for" $request_time',
+    'apache:%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-agent}i\\" %D %{X-Request-Id}i',
+]
+
+
 def _line_count(data: bytes) -> int:
     return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
@@ -46,7 +55,7 @@ def _line_count(data: bytes) -> int:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=HOSTILE)
 def test_any_bytes_parse_without_raising_and_every_line_is_accounted_for(data: bytes) -> None:
-    for name in FORMATS:
+    for name in PARSERS:
         parsed = get_format(name).parse(data, first_line_no=1)
         assert parsed.records.height + parsed.unparsed.height == _line_count(data)
         line_nos = sorted(parsed.records["line_no"].to_list() + parsed.unparsed["line_no"].to_list())

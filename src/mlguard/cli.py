@@ -41,7 +41,7 @@ from mlguard.evaluation import Evaluation, evaluate, load_labels
 from mlguard.explain.reasons import describe, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
-from mlguard.formats import AUTO, FORMATS
+from mlguard.formats import AUTO, FORMATS, get_format
 from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
 
 app = typer.Typer(
@@ -61,7 +61,13 @@ PathsArg = Annotated[
 ]
 FormatOpt = Annotated[
     str,
-    typer.Option("--log-format", "-f", help=f"Log format: {AUTO} or one of {', '.join(FORMATS)}."),
+    typer.Option(
+        "--log-format",
+        "-f",
+        help=f"Log format: {AUTO}, one of {', '.join(FORMATS)}, or the server's own format string as "
+        "'nginx:<log_format>' or 'apache:<LogFormat>', or read from a config file as "
+        "'nginx-config:PATH[#NAME]' or 'apache-config:PATH[#NICKNAME]'.",
+    ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]
 WindowOpt = Annotated[
@@ -120,8 +126,8 @@ def _read(
     progress: bool,
     keep_client: str | None = None,
 ) -> ReadResult:
-    if log_format != AUTO and log_format not in FORMATS:
-        raise UsageError(f"unknown log format '{log_format}'; expected one of: {', '.join([AUTO, *FORMATS])}")
+    if log_format != AUTO:
+        get_format(log_format)  # a bad name or format string fails here, before any reading
     with _progress(paths, progress) as advance:
         return read_logs(
             paths,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from mlguard.errors import UsageError
 from mlguard.formats.base import LogFormat, ParsedChunk
 from mlguard.formats.clf import CombinedFormat, CommonFormat
+from mlguard.formats.template import TemplateFormat, parse_spec
 
 FORMATS: dict[str, type[LogFormat]] = {
     "combined": CombinedFormat,
@@ -18,10 +19,15 @@ AUTO = "auto"
 
 
 def get_format(name: str) -> LogFormat:
+    """A built-in format by name, or one compiled from `nginx:…`, `apache:…`,
+    `nginx-config:PATH[#NAME]` or `apache-config:PATH[#NAME]`."""
+    compiled = parse_spec(name)
+    if compiled is not None:
+        return compiled
     try:
         return FORMATS[name]()
     except KeyError:
-        names = ", ".join([AUTO, *sorted(FORMATS)])
+        names = ", ".join([AUTO, *sorted(FORMATS), "nginx:FORMAT", "apache:FORMAT"])
         raise UsageError(f"unknown log format '{name}'; expected one of: {names}") from None
 
 
@@ -42,4 +48,4 @@ def detect_format(sample: bytes) -> LogFormat:
     return best
 
 
-__all__ = ["AUTO", "FORMATS", "LogFormat", "ParsedChunk", "detect_format", "get_format"]
+__all__ = ["AUTO", "FORMATS", "LogFormat", "ParsedChunk", "TemplateFormat", "detect_format", "get_format"]

@@ -72,18 +72,21 @@ def python_lines(data: bytes | bytearray, first_line_no: int, end: int | None = 
     )
 
 
-def conform(frame: pl.LazyFrame, reason: pl.Expr | None = None) -> pl.LazyFrame:
-    """The plan's columns, in schema order: `reason` and `text` null where `reason` is null."""
+def conform(frame: pl.LazyFrame, reason: pl.Expr | None = None, extra: tuple[str, ...] = ()) -> pl.LazyFrame:
+    """The plan's columns, in schema order: `reason` and `text` null where `reason` is null.
+    A format's `extra` columns (fields the features do not read) follow, as text."""
     reason = pl.lit(None, pl.String) if reason is None else reason
     text = pl.when(reason.is_not_null()).then(pl.col("line")).otherwise(None)
     frame = frame.with_columns(reason.alias("reason"), text.alias("text"))
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in PARSED_SCHEMA.items()])
+    columns = [pl.col(name).cast(dtype) for name, dtype in PARSED_SCHEMA.items()]
+    return frame.select(columns + [pl.col(name).cast(pl.String) for name in extra])
 
 
 def records_of(parsed: pl.DataFrame) -> pl.DataFrame:
     """The parsed lines of a plan's output as records (method, path, query, protocol split)."""
     frame = parsed.lazy().filter(pl.col("reason").is_null()).with_columns(request_fields(pl.col("request")))
-    return frame.select([pl.col(name).cast(dtype) for name, dtype in RECORD_SCHEMA.items()]).collect()
+    extra = [pl.col(name) for name in parsed.columns if name not in PARSED_SCHEMA]
+    return frame.select([pl.col(name).cast(dtype) for name, dtype in RECORD_SCHEMA.items()] + extra).collect()
 
 
 def unparsed_of(parsed: pl.DataFrame) -> pl.DataFrame:
@@ -115,7 +118,8 @@ class LogFormat(ABC):
             pl.col("line").str.slice(0, 512),
         )
         long_lines = conform(long_lines, pl.lit(f"line longer than {MAX_LINE_BYTES} bytes"))
-        return pl.concat([self.plan(lines.filter(~too_long)), long_lines])
+        # diagonal: a format's extra columns are null on the long lines
+        return pl.concat([self.plan(lines.filter(~too_long)), long_lines], how="diagonal")
 
     def run(
         self,
