@@ -12,13 +12,23 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
+    "all": ("bench.all:main", "run every benchmark below and refresh the tables in BENCHMARKS.md"),
     "throughput": (
         "bench.throughput:main",
         "wall time / peak RSS of mlguard detect vs Polars and a Python loop",
     ),
     "make-log": ("bench.make_big_log:main", "generate a big synthetic Apache combined log"),
     "detection": ("bench.detection:main", "precision/recall/ROC-AUC on every labelled dataset"),
+    "compare": (
+        "bench.compare:main",
+        "MLGuard vs CrowdSec and fail2ban: precision/recall/F1 on every labelled log, plots",
+    ),
+    "speed": (
+        "bench.speed:main",
+        "wall time, lines/s and peak RSS of MLGuard, fail2ban and CrowdSec on one big log",
+    ),
     "memory": ("bench.memory:main", "peak RSS on a log and on the same log repeated (same clients)"),
+    "peers": ("bench.peers.cli:main", "flag the clients of a log with CrowdSec and fail2ban"),
 }
 
 

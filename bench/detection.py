@@ -20,6 +20,22 @@ SCENARIOS = ("scanners", "spam-bots", "honeynet", "mixed", "almhuette")
 TUNING_SEED = 1
 
 
+def build_datasets(target: Path, seed: int) -> None:
+    """The labelled scenarios of bench/datasets for one seed, in `target`/<scenario>/."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "datasets" / "build.py"),
+            "--out",
+            str(target),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def evaluate(log: Path, labels: Path) -> dict:
     """`mlguard eval --json` on one scenario: the figures come from the tool users run."""
     started = time.perf_counter()
@@ -77,18 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     for seed in seeds:
         target = Path(args.work) / f"seed{seed}"
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "datasets" / "build.py"),
-                "--out",
-                str(target),
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        build_datasets(target, seed)
         for name in SCENARIOS:
             if name == "almhuette" and seed != TUNING_SEED:
                 continue  # unchanged real log: the seed does not alter it
