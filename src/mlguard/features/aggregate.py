@@ -89,7 +89,6 @@ class Partials:
     shapes: pl.DataFrame  # shape_id -> shape, example request target
 
 
-
 def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Partials:
     """The partial tables of one chunk of records (parsed lines, in memory).
 
@@ -166,11 +165,15 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     )
     user_agents = lines.group_by("cid", "uid").agg(pl.len().alias("requests"))
     agent_names = lines.group_by("uid").agg(pl.col("user_agent").first())
-    templates = requests.lazy().group_by("template_id").agg(
-        pl.col("template").first(), pl.col("path").min().alias("example_path")
+    templates = (
+        requests.lazy()
+        .group_by("template_id")
+        .agg(pl.col("template").first(), pl.col("path").min().alias("example_path"))
     )
-    shapes = requests.lazy().group_by("shape_id").agg(
-        pl.col("shape").first(), pl.col("target").min().alias("example")
+    shapes = (
+        requests.lazy()
+        .group_by("shape_id")
+        .agg(pl.col("shape").first(), pl.col("target").min().alias("example"))
     )
     tables = [clients, windows, targets, user_agents, agent_names, templates, shapes]
     return Partials(*pl.collect_all(tables))
@@ -200,19 +203,16 @@ def _merge(parts: list[Partials]) -> Partials:
         (pl.col("gap_sum").sum() + pl.col("_across").sum()).alias("gap_sum"),
         (pl.col("gap_sumsq").sum() + (pl.col("_across") ** 2).sum()).alias("gap_sumsq"),
     ]
-    clients = (
-        clients.group_by("cid")
-        .agg(
-            pl.col("client").first(),
-            *[pl.col(c).sum() for c in _SUM_COLUMNS if not c.startswith("gap_")],
-            *gap_sums,
-            pl.col("query_length_max").max(),
-            pl.col("first_seen").min(),
-            pl.col("last_seen").max(),
-            pl.col("example_sensitive").min(),
-            pl.col("example_404").min(),
-            pl.col("example_injection").min(),
-        )
+    clients = clients.group_by("cid").agg(
+        pl.col("client").first(),
+        *[pl.col(c).sum() for c in _SUM_COLUMNS if not c.startswith("gap_")],
+        *gap_sums,
+        pl.col("query_length_max").max(),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        pl.col("example_sensitive").min(),
+        pl.col("example_404").min(),
+        pl.col("example_injection").min(),
     )
     windows = cat("windows").group_by("cid", "window").agg(pl.col("requests").sum(), pl.col("n_4xx").sum())
     targets = (
