@@ -20,13 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlguard.features.catalogue import FEATURES, Feature
+from mlguard.features.catalogue import CONTEXT_FEATURES, FEATURES, Feature
 
 # The smallest spread a feature is given, so that a feature where nearly every client has the
 # same value (most clients never get a 401) still measures distance in meaningful units.
 _MIN_SCALE = {"count": 0.35, "ratio": 0.03, "rarity": 0.05, "value": 0.05}
 _CAP = 25.0  # one feature cannot dominate the ensemble without bound
 SCORE_HALF = 5.0  # ensemble z at which the 0..1 score reaches 0.5 (0.8 at 4x that)
+EVIDENCE_FULL = 2.0  # robust spreads of deviation on an evidence feature for the full score
 _PARALLEL_ROWS = 20_000  # below this, threads cost more than they save
 
 
@@ -170,9 +171,12 @@ class ClientScorer:
         z = np.mean(np.vstack(list(standard.values())), axis=0)
         z = np.clip(z, 0.0, None)
         score = z / (z + SCORE_HALF)
-        # A client with no suspicious deviation at all is not anomalous, whatever the trees say.
-        score = np.where(Z.max(axis=1) > 0, score, 0.0)
-        return Scores(score, Z, self._contribution(Z), standard)
+        # Context alone is no evidence: a client unusual only in how it behaves (a monitor with
+        # no referer, tiny responses and clockwork timing) is scaled down to nothing; one
+        # robust spread of deviation on any evidence feature lets the full score through.
+        evidence = [j for j, f in enumerate(self.features) if f.name not in CONTEXT_FEATURES]
+        gate = np.clip(Z[:, evidence].max(axis=1) / EVIDENCE_FULL, 0.0, 1.0)
+        return Scores(score * gate, Z, self._contribution(Z), standard)
 
     def _contribution(self, Z: np.ndarray) -> np.ndarray:
         """-log10 of the share of baseline clients at least as far out on each feature."""

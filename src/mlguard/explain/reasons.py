@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from mlguard.features.aggregate import RATIO_COUNTS
 from mlguard.features.catalogue import FEATURES
 
 MAX_REASONS = 3
@@ -60,7 +61,7 @@ _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ratio_post": lambda r: f"{_pct(r['n_post'], r['requests'])} were POST",
     "repeated_posts": lambda r: f"{r['repeated_posts']:.0f} POST requests to one path",
-    "ratio_head_other": lambda r: f"{_pct(r['n_head_other'], r['requests'])} used HEAD or unusual methods",
+    "ratio_unusual_method": lambda r: f"{_pct(r['n_unusual_method'], r['requests'])} used unusual methods",
     "ratio_static": lambda r: f"only {_pct(r['n_static'], r['requests'])} loaded static assets",
     "ratio_sensitive": lambda r: (
         f"{r['n_sensitive']:.0f} requests to sensitive paths{_example(r, 'example_sensitive')}"
@@ -117,6 +118,11 @@ def reasons_for(
         return [when_none]
     for j in ranked:
         name = FEATURES[j].name
+        # A share pulled above the site's typical value by shrinkage alone (the client sent none
+        # of it) is no reason: "0 requests with injection markers" explains nothing.
+        count = RATIO_COUNTS.get(name)
+        if count is not None and FEATURES[j].direction > 0 and not row.get(count):
+            continue
         # 4xx and 404 usually say the same thing twice: keep the more specific one.
         if name in ("ratio_4xx", "ratio_404", "peak_window_errors"):
             if seen_status:

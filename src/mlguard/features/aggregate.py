@@ -28,6 +28,25 @@ SHRINK_PSEUDO_REQUESTS = 5.0  # a ratio from 1 request says little: pull it towa
 RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
 MERGE_MIN_ROWS = 1_000_000
+# Each ratio feature and the count it is the share of (requests is the denominator).
+RATIO_COUNTS: dict[str, str] = {
+    "ratio_4xx": "n_4xx",
+    "ratio_404": "n_404",
+    "ratio_401_403": "n_401_403",
+    "ratio_429": "n_429",
+    "ratio_5xx": "n_5xx",
+    "ratio_post": "n_post",
+    "ratio_unusual_method": "n_unusual_method",
+    "ratio_static": "n_static",
+    "ratio_sensitive": "n_sensitive",
+    "ratio_injection": "n_injection",
+    "ratio_no_user_agent": "n_no_user_agent",
+    "ratio_tool_user_agent": "n_tool_user_agent",
+    "ratio_no_referer": "n_no_referer",
+    "ratio_rare_paths": "n_rare_paths",
+    "ratio_rare_payloads": "n_rare_payloads",
+    "distinct_path_ratio": "distinct_paths",
+}
 
 _SUM_COLUMNS = (
     "requests",
@@ -37,7 +56,7 @@ _SUM_COLUMNS = (
     "n_429",
     "n_5xx",
     "n_post",
-    "n_head_other",
+    "n_unusual_method",
     "n_static",
     "n_sensitive",
     "n_injection",
@@ -70,7 +89,7 @@ def _request_features(requests: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("target").str.contains(SENSITIVE_RE).alias("is_sensitive"),
             pl.col("target").str.contains(INJECTION_RE).alias("is_injection"),
             (pl.col("method") == "POST").fill_null(False).alias("is_post"),
-            (~pl.col("method").is_in(["GET", "POST"]).fill_null(False)).alias("is_head_other"),
+            (~pl.col("method").is_in(["GET", "POST", "HEAD"]).fill_null(False)).alias("is_unusual_method"),
         )
         .with_columns(
             pl.col("template").hash().alias("template_id"), pl.col("shape").hash().alias("shape_id")
@@ -118,7 +137,7 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         n.sum(),
         *[pl.col(c).sum() for c in ("n_4xx", "n_404", "n_401_403", "n_429", "n_5xx")],
         n.filter(pl.col("is_post")).sum().alias("n_post"),
-        n.filter(pl.col("is_head_other")).sum().alias("n_head_other"),
+        n.filter(pl.col("is_unusual_method")).sum().alias("n_unusual_method"),
         n.filter(pl.col("is_static")).sum().alias("n_static"),
         n.filter(pl.col("is_sensitive")).sum().alias("n_sensitive"),
         n.filter(pl.col("is_injection")).sum().alias("n_injection"),
@@ -418,24 +437,7 @@ class ClientAccumulator:
         self, frame: pl.DataFrame, priors: dict[str, float] | None, ref: RarityReference
     ) -> FeatureTable:
         n = pl.col("requests").cast(pl.Float64)
-        counts = {
-            "ratio_4xx": "n_4xx",
-            "ratio_404": "n_404",
-            "ratio_401_403": "n_401_403",
-            "ratio_429": "n_429",
-            "ratio_5xx": "n_5xx",
-            "ratio_post": "n_post",
-            "ratio_head_other": "n_head_other",
-            "ratio_static": "n_static",
-            "ratio_sensitive": "n_sensitive",
-            "ratio_injection": "n_injection",
-            "ratio_no_user_agent": "n_no_user_agent",
-            "ratio_tool_user_agent": "n_tool_user_agent",
-            "ratio_no_referer": "n_no_referer",
-            "ratio_rare_paths": "n_rare_paths",
-            "ratio_rare_payloads": "n_rare_payloads",
-            "distinct_path_ratio": "distinct_paths",
-        }
+        counts = RATIO_COUNTS
         frame = frame.with_columns(
             [
                 pl.col(c).fill_null(0)

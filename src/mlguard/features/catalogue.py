@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 
 Kind = Literal["count", "ratio", "rarity", "value"]
 
@@ -143,12 +143,13 @@ FEATURES: tuple[Feature, ...] = (
         "The most POST requests the client sent to any one normalised path.",
     ),
     Feature(
-        "ratio_head_other",
+        "ratio_unusual_method",
         "ratio",
         1,
-        "share of HEAD or unusual methods",
-        "HEAD, OPTIONS, PROPFIND, CONNECT, PUT and malformed requests are tool traffic.",
-        "Share of requests whose method is not GET or POST (or is missing), shrunk.",
+        "share of unusual methods",
+        "OPTIONS, PROPFIND, CONNECT, PUT, TRACE and malformed requests are tool traffic. "
+        "(HEAD is not counted: monitors and link checkers use it every day.)",
+        "Share of requests whose method is not GET, POST or HEAD (or is missing), shrunk.",
     ),
     Feature(
         "ratio_static",
@@ -270,6 +271,21 @@ FEATURES: tuple[Feature, ...] = (
         "Fuzzers send many never-seen payload shapes.",
         "Share of requests whose shape rarity is at least 0.75, shrunk.",
     ),
+)
+
+# How a client behaves, but no evidence of malice on its own: a monitoring probe, a feed reader
+# or an API client is unusual in every one of these (no referer, no assets, clockwork timing,
+# tiny responses, long life). They sharpen a score that evidence raised; alone they never
+# raise one (detectors/ensemble.py). Every other feature is evidence.
+CONTEXT_FEATURES = frozenset(
+    {
+        "requests",
+        "ratio_static",
+        "ratio_no_referer",
+        "gap_regularity",
+        "bytes_per_request",
+        "path_length_mean",
+    }
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
