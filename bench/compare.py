@@ -185,7 +185,8 @@ def labelled_sets(lab_dir: Path, seeds: list[int], work: Path, lab_tuning_seed: 
 
     sets: list[LabelledSet] = []
     if lab_dir.is_dir():
-        for run in sorted(p for p in lab_dir.iterdir() if (p / "labels.csv").exists()):
+        # one folder per lab run, at any depth (`--scenario all` writes one per scenario)
+        for run in sorted(p.parent for p in lab_dir.rglob("labels.csv")):
             meta_path = run / "run.json"
             meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
             seed = int(meta.get("seed", lab_tuning_seed))
