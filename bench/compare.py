@@ -301,6 +301,9 @@ def plot(results: dict[str, dict[str, Any]], out: Path, alert: float, block: flo
         for name, r in results.items()
         if not r["held_out"]
         for actor in sorted(r["actor_clients"])
+        # every lab tool; of the datasets only actors with 5+ clients (mixed holds dozens of
+        # one-client CrowdSec test actors that would drown the plot; the table has them all)
+        if name.startswith("lab/") or r["actor_clients"][actor] >= 5
     ]
     if bars:
         fig, ax = plt.subplots(figsize=(10, max(3.0, 0.28 * len(bars) * len(SYSTEMS) / 2)))
