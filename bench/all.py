@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in STEPS:
         result = RESULTS / f"{name}.md"
         if f"<!-- bench:{name} -->" in document and result.exists():
-            document = splice(document, name, result.read_text())
+            lines = result.read_text().splitlines()
+            if lines and lines[0].startswith("# "):  # the result file's own title
+                lines = lines[1:]
+            document = splice(document, name, "\n".join(lines).strip("\n"))
     BENCHMARKS.write_text(document)
     print(f"updated {BENCHMARKS}", file=sys.stderr)
     return 0
