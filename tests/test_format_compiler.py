@@ -205,3 +205,60 @@ def test_extra_columns_do_not_reach_the_feature_pipeline() -> None:
     assert (result.stats.lines, result.stats.records, result.stats.unparsed) == (6, 6, 0)
     assert result.table is not None
     assert result.table.frame.height == 4
+
+
+# Built-in formats of other servers: every real sample line parses, and `auto` picks the format.
+# (format, fixture, lines, lines whose status is logged as '-')
+BUILT_IN_SAMPLES = [
+    ("alb", "alb_crowdsec.log", 14, 0),
+    ("elb", "elb_aws_docs_example.log", 2, 0),
+    ("traefik", "traefik_clf_crowdsec.log", 7, 1),
+    ("vhost_combined", "vhost_combined_crowdsec.log", 2, 0),
+]
+
+
+@pytest.mark.parametrize(("name", "fixture", "lines", "no_status"), BUILT_IN_SAMPLES)
+def test_built_in_formats_parse_their_real_samples(
+    name: str, fixture: str, lines: int, no_status: int
+) -> None:
+    from mlguard.formats import detect_format
+
+    data = (FIXTURES / "formats" / fixture).read_bytes()
+    parsed = get_format(name).parse(data)
+    assert parsed.unparsed.height == 0
+    assert parsed.records.height == lines
+    assert parsed.records["client"].null_count() == 0
+    assert parsed.records["time"].null_count() == 0
+    assert parsed.records["status"].null_count() == no_status  # a client that hung up: status '-'
+    assert detect_format(data).name == name
+
+
+def test_load_balancer_lines_give_the_client_address_and_the_path() -> None:
+    alb = get_format("alb").parse((FIXTURES / "formats" / "alb_crowdsec.log").read_bytes()).records
+    second = alb.row(1, named=True)
+    # "192.168.1.11:44740" and "GET https://www.example.com:443/robots.txt HTTP/1.1"
+    assert second["client"] == "192.168.1.11"
+    assert (second["method"], second["path"], second["protocol"]) == ("GET", "/robots.txt", "HTTP/1.1")
+    assert second["request"] == "GET /robots.txt HTTP/1.1"
+    assert second["time"] == dt.datetime(2023, 4, 26, 12, 23, 0, 186641, tzinfo=UTC)
+    assert second["domain_name"] == "www.example.com"
+    assert alb["more_fields"][0] == ' "10.0.0.1:80" "200" "-" "-"'  # newer fields AWS appended
+    elb = get_format("elb").parse((FIXTURES / "formats" / "elb_aws_docs_example.log").read_bytes()).records
+    assert elb["client"].to_list() == ["192.168.131.39", "192.168.131.39"]
+    assert elb["status"].to_list() == [200, 503]
+    assert elb["backend_status_code"].to_list() == ["200", "-"]
+
+
+def test_vhost_and_traefik_keep_their_extra_fields() -> None:
+    vhost = get_format("vhost_combined").parse(
+        (FIXTURES / "formats" / "vhost_combined_crowdsec.log").read_bytes()
+    )
+    assert vhost.records["client"].to_list() == ["1.2.3.4", "192.168.1.1"]
+    assert vhost.records["server_name"].to_list() == ["website.com", "www.crowdsec11.net"]
+    traefik = get_format("traefik").parse((FIXTURES / "formats" / "traefik_clf_crowdsec.log").read_bytes())
+    first = traefik.records.row(0, named=True)
+    assert (first["router_name"], first["service_url"], first["duration"]) == (
+        "test@docker",
+        "http://172.17.0.3:80",
+        "0",
+    )

@@ -255,6 +255,10 @@ def _time_expr(text: pl.Expr, time_format: str) -> pl.Expr:
 class TemplateFormat(LogFormat):
     """A format compiled from an nginx `log_format` or Apache `LogFormat` string."""
 
+    # A request line may name the whole URL ("GET http://host:80/a HTTP/1.1"): load balancers
+    # log every request that way. Such formats set this to cut it to the path ("GET /a ...").
+    absolute_targets = False
+
     def __init__(self, dialect: str, template: str) -> None:
         if dialect not in ("nginx", "apache"):
             raise UsageError(f"unknown format dialect '{dialect}'; expected nginx or apache")
@@ -264,17 +268,21 @@ class TemplateFormat(LogFormat):
         pieces = nginx_pieces(template) if dialect == "nginx" else apache_pieces(template)
         self.dialect = dialect
         self.template = template
-        self.name = f"{dialect}:{template}"
+        self._compile(f"{dialect}:{template}", pieces)
+
+    def _compile(self, name: str, pieces: list[Piece]) -> None:
+        self.name = name
         self.regex, self.variables = compile_regex(pieces)
         roles = {v.role for v in self.variables.values() if v.role}
-        if "client" not in roles:
-            raise UsageError(f"the {dialect} format has no client address field")
+        what = name.split(":", 1)[0]
+        if not {"client", "client_port"} & roles:
+            raise UsageError(f"the {what} format has no client address field")
         if "time" not in roles:
-            raise UsageError(f"the {dialect} format has no time field")
+            raise UsageError(f"the {what} format has no time field")
         if "status" not in roles:
-            raise UsageError(f"the {dialect} format has no status field")
+            raise UsageError(f"the {what} format has no status field")
         if "request" not in roles and not {"method", "path", "target"} & roles:
-            raise UsageError(f"the {dialect} format has no request field")
+            raise UsageError(f"the {what} format has no request field")
         self.extra_columns = [c for c, v in self.variables.items() if v.role is None]
 
     def _role(self, role: str) -> tuple[pl.Expr, Variable] | None:
@@ -314,18 +322,31 @@ class TemplateFormat(LogFormat):
     def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:
         groups = lines.with_columns(pl.col("line").str.extract_groups(self.regex).alias("_g")).unnest("_g")
         client = self._role("client")
+        with_port = self._role("client_port")
         time = self._role("time")
         status = self._role("status")
-        assert client is not None and time is not None and status is not None  # checked in __init__
+        assert (client or with_port) is not None and time is not None and status is not None  # checked
+        if client is not None:
+            address = client[0].str.strip_chars("[]")
+        else:
+            # "ip:port", "[v6]:port": the port goes, the address stays
+            address = (
+                with_port[0]
+                .str.replace(r"^\[([^\]]*)\](?::\d+)?$", "$1")
+                .str.replace(r"^([^\[].*):\d+$", "$1")
+            )
+        request = self._request()
+        if self.absolute_targets:
+            request = request.str.replace(r"^(\S+ )[A-Za-z][A-Za-z0-9+.-]*://[^/ ?]*(/?)", "$1/")
         time_format = time[1].time_format or TIME_LOCAL
         bytes_ = self._role("bytes")
         referer = self._role("referer")
         agent = self._role("user_agent")
         matched = pl.col("g0").is_not_null()
         frame = groups.with_columns(
-            client[0].str.strip_chars("[]").str.to_lowercase().alias("client"),
+            address.str.to_lowercase().alias("client"),
             _time_expr(time[0], time_format).alias("time"),
-            self._request().alias("request"),
+            request.alias("request"),
             status[0].cast(pl.UInt16, strict=False).alias("status"),
             (bytes_[0].cast(pl.UInt64, strict=False) if bytes_ else pl.lit(None, pl.UInt64)).alias("bytes"),
             (dash_null(referer[0]) if referer else pl.lit(None, pl.String)).alias("referer"),

@@ -1,0 +1,146 @@
+"""Built-in formats of other servers and load balancers, each compiled from its documented layout.
+
+- `vhost_combined`: Apache's (Debian's default)
+  `%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"`.
+- `traefik`: Traefik's CLF access log, combined plus `<requests> "<router>" "<service URL>" <ms>ms`.
+- `alb`: AWS Application Load Balancer access logs (space-separated, quoted request and agent,
+  the client as `ip:port`, the request with its full URL); newer fields AWS appends are kept.
+- `elb`: AWS Classic Load Balancer access logs (HTTP listeners).
+"""
+
+from __future__ import annotations
+
+from mlguard.formats.template import (
+    Piece,
+    TemplateFormat,
+    Variable,
+    apache_pieces,
+    nginx_pieces,
+)
+
+_ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z"
+_NUMBER = r"-?\d+(?:\.\d+)?|-"
+
+
+def _v(column: str, pattern: str | None = None, role: str | None = None, time: str | None = None) -> Variable:
+    return Variable(column, pattern, role, time)
+
+
+def _balancer_fields(backend: str) -> list[Piece]:
+    """The fields ALB and Classic ELB share, from the client to the TLS protocol; `backend` is
+    what AWS calls the upstream in each (target, backend)."""
+    return [
+        _v("client_port", r"\S+", "client_port"),
+        " ",
+        _v(f"{backend}_port", r"\S+"),
+        " ",
+        _v("request_processing_time", _NUMBER),
+        " ",
+        _v(f"{backend}_processing_time", _NUMBER),
+        " ",
+        _v("response_processing_time", _NUMBER),
+        " ",
+        _v("status", r"\d{3}|-", "status"),
+        " ",
+        _v(f"{backend}_status_code", r"\d{3}|-"),
+        " ",
+        _v("received_bytes", r"\d+|-"),
+        " ",
+        _v("bytes", r"\d+|-", "bytes"),
+        ' "',
+        _v("request", None, "request"),
+        '" "',
+        _v("user_agent", None, "user_agent"),
+        '" ',
+        _v("ssl_cipher", r"\S+"),
+        " ",
+        _v("ssl_protocol", r"\S+"),
+    ]
+
+
+class _Builtin(TemplateFormat):
+    """A named format whose pieces are fixed; subclasses set `name` and `pieces()`."""
+
+    def __init__(self) -> None:
+        self.dialect = "builtin"
+        self.template = self.name
+        self._compile(self.name, self.pieces())
+
+    def pieces(self) -> list[Piece]:
+        raise NotImplementedError
+
+
+class VhostCombinedFormat(_Builtin):
+    name = "vhost_combined"
+
+    def pieces(self) -> list[Piece]:
+        return apache_pieces('%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"')
+
+
+class TraefikFormat(_Builtin):
+    name = "traefik"
+
+    def pieces(self) -> list[Piece]:
+        return nginx_pieces(
+            '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+            '"$http_referer" "$http_user_agent" $request_count "$router_name" "$service_url" ${duration}ms'
+        )
+
+
+_ALB_TAIL = [
+    _v("request_creation_time", r"\S+"),
+    ' "',
+    _v("actions_executed", None),
+    '" "',
+    _v("redirect_url", None),
+    '" "',
+    _v("error_reason", None),
+    '"',
+]
+
+
+class AlbFormat(_Builtin):
+    name = "alb"
+    absolute_targets = True
+
+    def pieces(self) -> list[Piece]:
+        return [
+            _v("type", r"[a-z0-9]+"),
+            " ",
+            _v("time", _ISO, "time", "iso"),
+            " ",
+            _v("elb", r"\S+"),
+            " ",
+            *_balancer_fields("target"),
+            " ",
+            _v("target_group_arn", r"\S+"),
+            ' "',
+            _v("trace_id", None),
+            '" "',
+            _v("domain_name", None),
+            '" "',
+            _v("chosen_cert_arn", None),
+            '" ',
+            _v("matched_rule_priority", r"\S+"),
+            " ",
+            *_ALB_TAIL,
+            # AWS appends fields over the years (targets, classification, conn_trace_id ...)
+            _v("more_fields", r"(?: .*)?"),
+        ]
+
+
+class ElbFormat(_Builtin):
+    name = "elb"
+    absolute_targets = True
+
+    def pieces(self) -> list[Piece]:
+        return [
+            _v("time", _ISO, "time", "iso"),
+            " ",
+            _v("elb", r"\S+"),
+            " ",
+            *_balancer_fields("backend"),
+        ]
+
+
+__all__ = ["AlbFormat", "ElbFormat", "TraefikFormat", "VhostCombinedFormat"]
