@@ -214,6 +214,8 @@ BUILT_IN_SAMPLES = [
     ("elb", "elb_aws_docs_example.log", 2, 0),
     ("traefik", "traefik_clf_crowdsec.log", 7, 1),
     ("vhost_combined", "vhost_combined_crowdsec.log", 2, 0),
+    ("caddy", "caddy_crowdsec.log", 10, 0),
+    ("traefik-json", "traefik_json_crowdsec.log", 6, 0),
 ]
 
 
@@ -262,3 +264,54 @@ def test_vhost_and_traefik_keep_their_extra_fields() -> None:
         "http://172.17.0.3:80",
         "0",
     )
+
+
+def test_json_logs_give_the_client_the_request_and_the_agent() -> None:
+    caddy = get_format("caddy").parse((FIXTURES / "formats" / "caddy_crowdsec.log").read_bytes()).records
+    first = caddy.row(0, named=True)
+    # Caddy's client_ip (what its trusted_proxies settle on) wins over the TCP peer remote_ip
+    assert (first["client"], first["request"], first["user_agent"]) == (
+        "127.0.0.1",
+        "GET / HTTP/1.0",
+        "curl/7.74.0",
+    )
+    assert first["time"] == dt.datetime.fromtimestamp(1693840791.7564995, UTC).replace(microsecond=756499)
+    traefik = get_format("traefik-json").parse(
+        (FIXTURES / "formats" / "traefik_json_crowdsec.log").read_bytes()
+    )
+    row = traefik.records.row(0, named=True)
+    assert (row["client"], row["path"], row["status"], row["bytes"]) == (
+        "172.17.0.1",
+        "/594VAEoi.save",
+        200,
+        357,
+    )
+    assert row["user_agent"] == "Nikto"
+
+
+def test_jsonl_with_a_field_mapping() -> None:
+    fmt = get_format(
+        "jsonl:client=remote_addr,time=time_iso8601,request=request,status=status,"
+        "bytes=body_bytes_sent,user_agent=http_user_agent|ua"
+    )
+    data = (
+        b'{"remote_addr":"203.0.113.5","time_iso8601":"2026-11-20T10:00:00+01:00",'
+        b'"request":"GET /x?a=1 HTTP/1.1","status":"404","body_bytes_sent":"12","ua":"curl/8.5"}\n'
+        b"{not json\n"
+        b'{"remote_addr":"203.0.113.6","status":200}\n'
+    )
+    parsed = fmt.parse(data)
+    row = parsed.records.row(0, named=True)
+    assert (row["client"], row["path"], row["query"], row["status"], row["user_agent"]) == (
+        "203.0.113.5",
+        "/x",
+        "a=1",
+        404,
+        "curl/8.5",
+    )
+    assert row["time"] == dt.datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    assert parsed.unparsed["reason"].to_list() == ["not valid JSON", "bad timestamp"]
+    with pytest.raises(UsageError, match="no client"):
+        get_format("jsonl:time=ts,status=code,request=req")
+    with pytest.raises(UsageError, match="unknown record field 'host'"):
+        get_format("jsonl:host=h,client=c,time=t,status=s,request=r")

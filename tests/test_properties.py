@@ -45,6 +45,7 @@ PARSERS = [
     'nginx:$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
     '"$http_referer" "$http_user_agent" "$http_x_forwarded_for" $request_time',
     'apache:%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" \\"%{User-agent}i\\" %D %{X-Request-Id}i',
+    "jsonl:client=ip,time=ts,request=req,status=code,user_agent=headers.ua|$.ua",
 ]
 
 

@@ -66,7 +66,8 @@ FormatOpt = Annotated[
         "-f",
         help=f"Log format: {AUTO}, one of {', '.join(FORMATS)}, or the server's own format string as "
         "'nginx:<log_format>' or 'apache:<LogFormat>', or read from a config file as "
-        "'nginx-config:PATH[#NAME]' or 'apache-config:PATH[#NICKNAME]'.",
+        "'nginx-config:PATH[#NAME]' or 'apache-config:PATH[#NICKNAME]', or JSON Lines with a field "
+        "mapping as 'jsonl:client=KEY,time=KEY,request=KEY,status=KEY,...'.",
     ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]

@@ -8,12 +8,15 @@ from __future__ import annotations
 from mlguard.errors import UsageError
 from mlguard.formats.base import LogFormat, ParsedChunk
 from mlguard.formats.clf import CombinedFormat, CommonFormat
+from mlguard.formats.jsonlines import CaddyFormat, JsonFormat, TraefikJsonFormat, parse_mapping
 from mlguard.formats.servers import AlbFormat, ElbFormat, TraefikFormat, VhostCombinedFormat
 from mlguard.formats.template import TemplateFormat, parse_spec
 
 # In the order `auto` tries them: a richer format first, because a `combined` parser also
 # takes a traefik or vhost_combined line (reading the vhost as the client).
 FORMATS: dict[str, type[LogFormat]] = {
+    "caddy": CaddyFormat,
+    "traefik-json": TraefikJsonFormat,
     "alb": AlbFormat,
     "elb": ElbFormat,
     "vhost_combined": VhostCombinedFormat,
@@ -28,13 +31,15 @@ AUTO = "auto"
 def get_format(name: str) -> LogFormat:
     """A built-in format by name, or one compiled from `nginx:…`, `apache:…`,
     `nginx-config:PATH[#NAME]` or `apache-config:PATH[#NAME]`."""
+    if name.startswith("jsonl:"):
+        return parse_mapping(name.removeprefix("jsonl:"))
     compiled = parse_spec(name)
     if compiled is not None:
         return compiled
     try:
         return FORMATS[name]()
     except KeyError:
-        names = ", ".join([AUTO, *sorted(FORMATS), "nginx:FORMAT", "apache:FORMAT"])
+        names = ", ".join([AUTO, *sorted(FORMATS), "nginx:FORMAT", "apache:FORMAT", "jsonl:MAPPING"])
         raise UsageError(f"unknown log format '{name}'; expected one of: {names}") from None
 
 
@@ -55,4 +60,13 @@ def detect_format(sample: bytes) -> LogFormat:
     return best
 
 
-__all__ = ["AUTO", "FORMATS", "LogFormat", "ParsedChunk", "TemplateFormat", "detect_format", "get_format"]
+__all__ = [
+    "AUTO",
+    "FORMATS",
+    "JsonFormat",
+    "LogFormat",
+    "ParsedChunk",
+    "TemplateFormat",
+    "detect_format",
+    "get_format",
+]
