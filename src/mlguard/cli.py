@@ -42,6 +42,7 @@ from mlguard.explain.reasons import describe, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS, get_format
+from mlguard.identity import ClientIdentity, parse_address
 from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
 
 app = typer.Typer(
@@ -95,6 +96,20 @@ AllowOpt = Annotated[
 BlockPrivateOpt = Annotated[
     bool, typer.Option("--block-private", help="Allow blocking private and loopback addresses.")
 ]
+TrustedOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trusted-proxy",
+        help="A proxy or load balancer (IP or CIDR, repeatable) whose X-Forwarded-For is believed: "
+        "the client is the right-most untrusted address of the header. Never blocked.",
+    ),
+]
+Ipv6Opt = Annotated[
+    int | None,
+    typer.Option(
+        "--ipv6-prefix", min=1, max=128, help="Treat each IPv6 prefix of this length (e.g. 64) as one client."
+    ),
+]
 
 
 def _total_size(paths: list[str]) -> int | None:
@@ -126,6 +141,7 @@ def _read(
     window_secs: int,
     progress: bool,
     keep_client: str | None = None,
+    identity: ClientIdentity | None = None,
 ) -> ReadResult:
     if log_format != AUTO:
         get_format(log_format)  # a bad name or format string fails here, before any reading
@@ -137,11 +153,25 @@ def _read(
             window_secs=window_secs,
             keep_client=keep_client,
             progress=advance,
+            identity=identity,
         )
 
 
-def _policy(alert: float, block: float, min_requests: int, allow: list[str], block_private: bool) -> Policy:
-    return Policy(alert, block, min_requests, parse_networks(allow), block_private)
+def _policy(
+    alert: float,
+    block: float,
+    min_requests: int,
+    allow: list[str],
+    block_private: bool,
+    trusted: list[str] | None = None,
+) -> Policy:
+    return Policy(
+        alert, block, min_requests, parse_networks(allow), block_private, parse_networks(trusted or [])
+    )
+
+
+def _identity(trusted: list[str] | None, ipv6_prefix: int | None) -> ClientIdentity:
+    return ClientIdentity(parse_networks(trusted or []), ipv6_prefix)
 
 
 def _detect(
@@ -155,11 +185,14 @@ def _detect(
     progress: bool,
     seed: int,
     keep_client: str | None = None,
+    identity: ClientIdentity | None = None,
 ) -> tuple[ReadResult, Detection]:
     """Read, score and decide: what `detect`, `explain` and `eval` share."""
     baseline = load_model(model) if model is not None else None  # a bad model fails before reading
     preload()
-    result = _read(paths, log_format, strict, window_secs, progress, keep_client=keep_client)
+    result = _read(
+        paths, log_format, strict, window_secs, progress, keep_client=keep_client, identity=identity
+    )
     return result, score_table(result, policy, baseline, random_state=seed)
 
 
@@ -215,6 +248,14 @@ def _summary(result: ReadResult, detection: Detection | None) -> None:
     rate = s.lines / s.seconds if s.seconds > 0 else 0.0
     parts.append(f"{s.seconds:.2f} s ({rate:,.0f} lines/s)")
     err.print(Text(f"format: {formats}; " + "; ".join(parts)))
+    if s.via_proxy or s.forged_forwarded:
+        err.print(
+            Text(
+                f"  client identity: {s.via_proxy:,} lines took their client from X-Forwarded-For behind a "
+                f"trusted proxy; {s.forged_forwarded:,} lines carried X-Forwarded-For from an untrusted "
+                "peer (ignored: the peer is the client)"
+            )
+        )
     for reason, count in s.unparsed_by_reason.most_common():
         err.print(Text(f"  unparsed: {count:,} x {reason}"))
     for ex in s.examples:
@@ -264,6 +305,8 @@ def detect(
     min_block_requests: MinBlockOpt = DEFAULT_MIN_BLOCK_REQUESTS,
     allow: AllowOpt = None,
     block_private: BlockPrivateOpt = False,
+    trusted_proxy: TrustedOpt = None,
+    ipv6_prefix: Ipv6Opt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -272,7 +315,9 @@ def detect(
     """Score every client of the logs and print who looks malicious, and why."""
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
-    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
+    policy = _policy(
+        alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
+    )
     result, detection = _detect(
         paths,
         policy,
@@ -282,6 +327,7 @@ def detect(
         window_secs=window_secs,
         progress=progress,
         seed=seed,
+        identity=_identity(trusted_proxy, ipv6_prefix),
     )
     if json_out:
         sys.stdout.write(_json_lines(detection.findings))
@@ -300,13 +346,17 @@ def train(
     log_format: FormatOpt = AUTO,
     strict: StrictOpt = False,
     window_secs: WindowOpt = WINDOW_SECS,
+    trusted_proxy: TrustedOpt = None,
+    ipv6_prefix: Ipv6Opt = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """Fit a baseline on history and save it, to score later logs with 'detect --model'."""
     preload()
-    result = _read(paths, log_format, strict, window_secs, progress)
+    result = _read(
+        paths, log_format, strict, window_secs, progress, identity=_identity(trusted_proxy, ipv6_prefix)
+    )
     if result.table is None or result.table.frame.height < 2:
         raise UsageError("a baseline needs at least two clients in the training logs")
     table = result.table
@@ -340,18 +390,24 @@ def explain(
     window_secs: WindowOpt = WINDOW_SECS,
     samples: Annotated[int, typer.Option("--samples", min=0, help="Parsed requests to show.")] = 15,
     allow: Annotated[list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")] = None,
+    trusted_proxy: TrustedOpt = None,
+    ipv6_prefix: Ipv6Opt = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """Show how one client was scored: its requests, features against the population, verdict."""
-    client = ip.strip().lower()
+    identity = _identity(trusted_proxy, ipv6_prefix)
+    address = parse_address(ip)
+    # the canonical form the records use (2001:DB8::1 -> 2001:db8::1, or its /64 when grouped)
+    client = identity.canonical(address) if address is not None else ip.strip().lower()
     policy = _policy(
         DEFAULT_ALERT_THRESHOLD,
         DEFAULT_BLOCK_THRESHOLD,
         DEFAULT_MIN_BLOCK_REQUESTS,
         allow or [],
         False,
+        trusted_proxy,
     )
     result, detection = _detect(
         paths,
@@ -363,6 +419,7 @@ def explain(
         progress=progress,
         seed=seed,
         keep_client=client,
+        identity=identity,
     )
     match = detection.findings.filter(pl.col("client") == client)
     if match.height == 0:
@@ -442,6 +499,8 @@ def evaluate_command(
     min_block_requests: MinBlockOpt = DEFAULT_MIN_BLOCK_REQUESTS,
     allow: AllowOpt = None,
     block_private: BlockPrivateOpt = False,
+    trusted_proxy: TrustedOpt = None,
+    ipv6_prefix: Ipv6Opt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Misses and false positives listed.")] = 20,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -449,7 +508,9 @@ def evaluate_command(
 ) -> None:
     """Run detection on labelled logs: precision, recall, F1, false-positive rate, ROC-AUC, misses."""
     labels = load_labels(labels_path)
-    policy = _policy(alert_threshold, block_threshold, min_block_requests, allow or [], block_private)
+    policy = _policy(
+        alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
+    )
     result, detection = _detect(
         paths,
         policy,
@@ -459,6 +520,7 @@ def evaluate_command(
         window_secs=window_secs,
         progress=progress,
         seed=seed,
+        identity=_identity(trusted_proxy, ipv6_prefix),
     )
     ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
     if json_out:

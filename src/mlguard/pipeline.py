@@ -17,12 +17,13 @@ import polars as pl
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
 from mlguard.detectors.ensemble import ClientScorer, Scores
 from mlguard.detectors.model import Baseline
-from mlguard.errors import InputError, StrictParseError
+from mlguard.errors import InputError, StrictParseError, UsageError
 from mlguard.explain.reasons import reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
 from mlguard.formats.base import records_of, unparsed_of
+from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
 from mlguard.schema import PARSED_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
 
@@ -47,6 +48,8 @@ class ReadStats:
     examples: list[UnparsedLine] = field(default_factory=list)
     problems: list[ReadProblem] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)  # source -> format name
+    via_proxy: int = 0  # lines whose client came from X-Forwarded-For behind a trusted proxy
+    forged_forwarded: int = 0  # lines with X-Forwarded-For from an untrusted peer (ignored)
     bytes_read: int = 0
     seconds: float = 0.0
 
@@ -83,8 +86,13 @@ def read_logs(
     chunk_bytes: int = CHUNK_BYTES,
     progress: ProgressFn | None = None,
     stdin: Any = None,
+    identity: ClientIdentity | None = None,
 ) -> ReadResult:
-    """Parse every input into the per-client accumulator; count and keep examples of bad lines."""
+    """Parse every input into the per-client accumulator; count and keep examples of bad lines.
+
+    `identity` says who the client of a line is (trusted proxies, IPv6 grouping); by default
+    the peer address, in canonical form."""
+    identity = identity if identity is not None else ClientIdentity()
     started = time.perf_counter()
     files = expand_paths(paths)
     stats = ReadStats()
@@ -108,8 +116,17 @@ def read_logs(
                 sample = chunk.data[: min(SNIFF_BYTES, chunk.end)]
                 fmt = chosen[chunk.source] = _choose_format(log_format, sample)
                 stats.formats[chunk.source] = fmt.name
+                if identity.uses_forwarded and FORWARDED_COLUMN not in getattr(fmt, "extra_columns", ()):
+                    raise UsageError(
+                        f"--trusted-proxy needs X-Forwarded-For in the log, and format '{fmt.name}' has "
+                        "none: give your format with $http_x_forwarded_for (nginx) or "
+                        "%{X-Forwarded-For}i (Apache)"
+                    )
+            wanted = columns
+            if columns is not None and identity.uses_forwarded:
+                wanted = [*columns, pl.col(FORWARDED_COLUMN)]
             # One streaming pass over the chunk: every line parsed or given a reason.
-            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end, columns)
+            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end, wanted)
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
@@ -133,6 +150,7 @@ def read_logs(
                 stats.examples.append(
                     UnparsedLine(source, row["line_no"], row["reason"], safe_text(row["text"], 200))
                 )
+        records = identity.resolve(records)
         acc.add(records)
         if keep_client is not None:
             kept.append(records_of(records.filter(pl.col("client") == keep_client)).sort("line_no"))
@@ -140,6 +158,7 @@ def read_logs(
             progress(n_bytes)
     if strict and stats.problems:
         raise StrictParseError(f"{stats.problems[0].source}: {stats.problems[0].message}")
+    stats.via_proxy, stats.forged_forwarded = identity.via_proxy, identity.forged
     stats.seconds = time.perf_counter() - started
     return ReadResult(stats, acc, pl.concat(kept) if kept else None)
 

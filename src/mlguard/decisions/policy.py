@@ -33,14 +33,32 @@ def parse_networks(values: list[str]) -> list[Network]:
     return out
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from a log field: brackets, a port ("1.2.3.4:567", "[::1]:80") and the
+    IPv4-mapped IPv6 form are undone. None when it is not an address."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
     try:
-        address = ipaddress.ip_address(text.strip("[]"))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _client_network(text: str) -> Network | None:
+    """A client as a network: one address (/32, /128), or a prefix when clients are grouped."""
+    if "/" in text:
+        try:
+            return ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return None
+    address = parse_address(text)
+    return None if address is None else ipaddress.ip_network(address)
 
 
 @dataclass
@@ -50,6 +68,7 @@ class Policy:
     min_block_requests: int = DEFAULT_MIN_BLOCK_REQUESTS
     allow: list[Network] = field(default_factory=list)
     block_private: bool = False
+    trusted: list[Network] = field(default_factory=list)  # proxies: their own address is never blocked
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alert_threshold <= 1.0 or not 0.0 <= self.block_threshold <= 1.0:
@@ -62,12 +81,15 @@ class Policy:
 
     def protection(self, client: str) -> str | None:
         """Why this client may never be blocked, or None."""
-        address = _address(client)
-        if address is None:
+        network = _client_network(client)
+        if network is None:
             return "not an IP address"
-        if any(address.version == net.version and address in net for net in self.allow):
+        if any(network.version == net.version and network.overlaps(net) for net in self.allow):
             return "allowlisted"
-        if not self.block_private and (address.is_private or address.is_loopback or address.is_link_local):
+        if any(network.version == net.version and network.overlaps(net) for net in self.trusted):
+            return "trusted proxy"
+        first = network.network_address
+        if not self.block_private and (first.is_private or first.is_loopback or first.is_link_local):
             return "private or loopback address"
         return None
 
