@@ -203,3 +203,38 @@ def test_explain_one_client(fixtures: Path) -> None:
     assert "cmd.exe" in out  # a sample of its parsed requests
     missing = run("explain", str(EXAMPLE), "--ip", "203.0.113.250")
     assert missing.returncode == 2 and "does not appear" in missing.stderr
+
+
+LAB_LOG = ROOT / "tests" / "fixtures" / "lab_low_slow" / "access.log.gz"
+
+
+def test_since_and_until_keep_only_lines_in_the_window() -> None:
+    # The lab log runs 06:00-16:00 UTC on 21 Nov 2026; +02:00 is honoured (10:00+02:00 = 08:00Z).
+    proc = run(
+        "detect",
+        str(LAB_LOG),
+        "--since",
+        "2026-11-21T10:00:00+02:00",
+        "--until",
+        "2026-11-21T09:00Z",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows and all("2026-11-21T08:00:00Z" <= r["first_seen"] < "2026-11-21T09:00:00Z" for r in rows)
+    assert all(r["last_seen"] < "2026-11-21T09:00:00Z" for r in rows)
+    assert "parsed lines outside --since/--until left out" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "is not a time"),
+        (["--since", "2026-11-21T12:00Z", "--until", "2026-11-21T11:00Z"], "--since must be earlier"),
+        (["--since", "1h"], "no parsed line falls between --since and --until"),  # the log is from 2026-11-21
+    ],
+)
+def test_bad_or_empty_time_windows_are_one_line_errors(args: list[str], message: str) -> None:
+    proc = run("detect", str(LAB_LOG), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,6 +104,17 @@ TrustedOpt = Annotated[
         "the client is the right-most untrusted address of the header. Never blocked.",
     ),
 ]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only lines from this time: ISO 8601 (2026-11-20 or 2026-11-20T08:00:00+01:00; UTC "
+        "if no offset) or a span back from now (90m, 24h, 7d, 2w).",
+    ),
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Only lines before this time (same forms as --since).")
+]
 Ipv6Opt = Annotated[
     int | None,
     typer.Option(
@@ -142,6 +153,7 @@ def _read(
     progress: bool,
     keep_client: str | None = None,
     identity: ClientIdentity | None = None,
+    window: dict[str, datetime | None] | None = None,
 ) -> ReadResult:
     if log_format != AUTO:
         get_format(log_format)  # a bad name or format string fails here, before any reading
@@ -154,6 +166,7 @@ def _read(
             keep_client=keep_client,
             progress=advance,
             identity=identity,
+            **(window or {}),
         )
 
 
@@ -168,6 +181,35 @@ def _policy(
     return Policy(
         alert, block, min_requests, parse_networks(allow), block_private, parse_networks(trusted or [])
     )
+
+
+_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
+_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _when(value: str | None, flag: str) -> datetime | None:
+    """A --since/--until value as an aware UTC datetime."""
+    if value is None:
+        return None
+    text = value.strip()
+    span = _SPAN.match(text.lower())
+    if span:
+        return datetime.now(UTC) - timedelta(seconds=int(span.group(1)) * _SPAN_SECONDS[span.group(2)])
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag} '{safe_text(value, 40)}' is not a time: use ISO 8601 (2026-11-20T08:00:00Z) "
+            "or a span back from now (24h)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _window(since: str | None, until: str | None) -> dict[str, datetime | None]:
+    start, end = _when(since, "--since"), _when(until, "--until")
+    if start is not None and end is not None and start >= end:
+        raise UsageError("--since must be earlier than --until")
+    return {"since": start, "until": end}
 
 
 def _identity(trusted: list[str] | None, ipv6_prefix: int | None) -> ClientIdentity:
@@ -186,12 +228,20 @@ def _detect(
     seed: int,
     keep_client: str | None = None,
     identity: ClientIdentity | None = None,
+    window: dict[str, datetime | None] | None = None,
 ) -> tuple[ReadResult, Detection]:
     """Read, score and decide: what `detect`, `explain` and `eval` share."""
     baseline = load_model(model) if model is not None else None  # a bad model fails before reading
     preload()
     result = _read(
-        paths, log_format, strict, window_secs, progress, keep_client=keep_client, identity=identity
+        paths,
+        log_format,
+        strict,
+        window_secs,
+        progress,
+        keep_client=keep_client,
+        identity=identity,
+        window=window,
     )
     return result, score_table(result, policy, baseline, random_state=seed)
 
@@ -248,6 +298,8 @@ def _summary(result: ReadResult, detection: Detection | None) -> None:
     rate = s.lines / s.seconds if s.seconds > 0 else 0.0
     parts.append(f"{s.seconds:.2f} s ({rate:,.0f} lines/s)")
     err.print(Text(f"format: {formats}; " + "; ".join(parts)))
+    if s.outside_window:
+        err.print(Text(f"  {s.outside_window:,} parsed lines outside --since/--until left out"))
     if s.via_proxy or s.forged_forwarded:
         err.print(
             Text(
@@ -307,6 +359,8 @@ def detect(
     block_private: BlockPrivateOpt = False,
     trusted_proxy: TrustedOpt = None,
     ipv6_prefix: Ipv6Opt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -328,6 +382,7 @@ def detect(
         progress=progress,
         seed=seed,
         identity=_identity(trusted_proxy, ipv6_prefix),
+        window=_window(since, until),
     )
     if json_out:
         sys.stdout.write(_json_lines(detection.findings))
@@ -348,6 +403,8 @@ def train(
     window_secs: WindowOpt = WINDOW_SECS,
     trusted_proxy: TrustedOpt = None,
     ipv6_prefix: Ipv6Opt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -355,7 +412,13 @@ def train(
     """Fit a baseline on history and save it, to score later logs with 'detect --model'."""
     preload()
     result = _read(
-        paths, log_format, strict, window_secs, progress, identity=_identity(trusted_proxy, ipv6_prefix)
+        paths,
+        log_format,
+        strict,
+        window_secs,
+        progress,
+        identity=_identity(trusted_proxy, ipv6_prefix),
+        window=_window(since, until),
     )
     if result.table is None or result.table.frame.height < 2:
         raise UsageError("a baseline needs at least two clients in the training logs")
@@ -392,6 +455,8 @@ def explain(
     allow: Annotated[list[str] | None, typer.Option("--allow", help="Allowlisted IP or CIDR.")] = None,
     trusted_proxy: TrustedOpt = None,
     ipv6_prefix: Ipv6Opt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -420,6 +485,7 @@ def explain(
         seed=seed,
         keep_client=client,
         identity=identity,
+        window=_window(since, until),
     )
     match = detection.findings.filter(pl.col("client") == client)
     if match.height == 0:
@@ -501,6 +567,8 @@ def evaluate_command(
     block_private: BlockPrivateOpt = False,
     trusted_proxy: TrustedOpt = None,
     ipv6_prefix: Ipv6Opt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Misses and false positives listed.")] = 20,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -521,6 +589,7 @@ def evaluate_command(
         progress=progress,
         seed=seed,
         identity=_identity(trusted_proxy, ipv6_prefix),
+        window=_window(since, until),
     )
     ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
     if json_out:

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -48,6 +49,7 @@ class ReadStats:
     examples: list[UnparsedLine] = field(default_factory=list)
     problems: list[ReadProblem] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)  # source -> format name
+    outside_window: int = 0  # parsed lines before --since or from --until on (left out)
     via_proxy: int = 0  # lines whose client came from X-Forwarded-For behind a trusted proxy
     forged_forwarded: int = 0  # lines with X-Forwarded-For from an untrusted peer (ignored)
     bytes_read: int = 0
@@ -76,6 +78,16 @@ def _choose_format(name: str, sample: bytes) -> LogFormat:
     return get_format(name)
 
 
+def _time_window(since: datetime | None, until: datetime | None) -> pl.Expr:
+    """Lines from `since` (inclusive) to `until` (exclusive); times are UTC."""
+    keep = pl.lit(True)
+    if since is not None:
+        keep = keep & (pl.col("time") >= since)
+    if until is not None:
+        keep = keep & (pl.col("time") < until)
+    return keep
+
+
 def read_logs(
     paths: list[str],
     *,
@@ -87,6 +99,8 @@ def read_logs(
     progress: ProgressFn | None = None,
     stdin: Any = None,
     identity: ClientIdentity | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> ReadResult:
     """Parse every input into the per-client accumulator; count and keep examples of bad lines.
 
@@ -134,6 +148,10 @@ def read_logs(
         records = parsed.filter(pl.col("reason").is_null())
         unparsed = unparsed_of(parsed)
         stats.lines += parsed.height
+        if since is not None or until is not None:
+            inside = records.filter(_time_window(since, until))
+            stats.outside_window += records.height - inside.height
+            records = inside
         stats.records += records.height
         stats.bytes_read += n_bytes
         if unparsed.height:
@@ -176,6 +194,8 @@ def score_table(
 ) -> Detection:
     """Score every client (against `baseline`, or against the input itself) and decide."""
     if result.accumulator.empty:
+        if result.stats.outside_window:
+            raise InputError("no parsed line falls between --since and --until, so there is nothing to score")
         raise InputError("no log line could be parsed, so there is nothing to score")
     if baseline is not None:
         table = result.accumulator.finish(reference=baseline.reference, priors=baseline.priors)
