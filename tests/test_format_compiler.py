@@ -216,6 +216,9 @@ BUILT_IN_SAMPLES = [
     ("vhost_combined", "vhost_combined_crowdsec.log", 2, 0),
     ("caddy", "caddy_crowdsec.log", 10, 0),
     ("traefik-json", "traefik_json_crowdsec.log", 6, 0),
+    ("envoy", "envoy_crowdsec.log", 4, 0),
+    ("envoy-json", "envoy_json_crowdsec.log", 6, 0),
+    ("envoy-json", "envoy_json_crawl_crowdsec.log", 41, 0),
 ]
 
 
@@ -315,3 +318,20 @@ def test_jsonl_with_a_field_mapping() -> None:
         get_format("jsonl:time=ts,status=code,request=req")
     with pytest.raises(UsageError, match="unknown record field 'host'"):
         get_format("jsonl:host=h,client=c,time=t,status=s,request=r")
+
+
+def test_envoy_takes_the_client_from_the_right_most_forwarded_entry() -> None:
+    text = get_format("envoy").parse((FIXTURES / "formats" / "envoy_crowdsec.log").read_bytes()).records
+    # "10.0.35.28", "[fd00:1234:5678::5a24]", "192.168.1.100, 10.42.0.1", "..., [fd00:1234:5678::1]:54321"
+    assert text["client"].to_list() == [
+        "10.0.35.28",
+        "fd00:1234:5678::5a24",
+        "10.42.0.1",
+        "fd00:1234:5678::1",
+    ]
+    assert text["http_x_forwarded_for"][2] == "192.168.1.100, 10.42.0.1"  # kept whole for --trusted-proxy
+    assert text["request"][0] == "POST /api/v1/locations HTTP/2"
+    as_json = get_format("envoy-json").parse((FIXTURES / "formats" / "envoy_json_crowdsec.log").read_bytes())
+    first = as_json.records.row(0, named=True)
+    # downstream_remote_address "10.0.0.12:59292" without its port; the CRI prefix is not part of the JSON
+    assert (first["client"], first["path"], first["status"]) == ("10.0.0.12", "/assets/image.webp", 200)

@@ -8,15 +8,23 @@ from __future__ import annotations
 from mlguard.errors import UsageError
 from mlguard.formats.base import LogFormat, ParsedChunk
 from mlguard.formats.clf import CombinedFormat, CommonFormat
-from mlguard.formats.jsonlines import CaddyFormat, JsonFormat, TraefikJsonFormat, parse_mapping
-from mlguard.formats.servers import AlbFormat, ElbFormat, TraefikFormat, VhostCombinedFormat
+from mlguard.formats.jsonlines import (
+    CaddyFormat,
+    EnvoyJsonFormat,
+    JsonFormat,
+    TraefikJsonFormat,
+    parse_mapping,
+)
+from mlguard.formats.servers import AlbFormat, ElbFormat, EnvoyFormat, TraefikFormat, VhostCombinedFormat
 from mlguard.formats.template import TemplateFormat, parse_spec
 
 # In the order `auto` tries them: a richer format first, because a `combined` parser also
 # takes a traefik or vhost_combined line (reading the vhost as the client).
 FORMATS: dict[str, type[LogFormat]] = {
     "caddy": CaddyFormat,
+    "envoy-json": EnvoyJsonFormat,
     "traefik-json": TraefikJsonFormat,
+    "envoy": EnvoyFormat,
     "alb": AlbFormat,
     "elb": ElbFormat,
     "vhost_combined": VhostCombinedFormat,

@@ -72,6 +72,19 @@ def python_lines(data: bytes | bytearray, first_line_no: int, end: int | None = 
     )
 
 
+def address_text(text: pl.Expr) -> pl.Expr:
+    """The address of "1.2.3.4", "1.2.3.4:5678", "[::1]:80" or "::1" (a port is dropped)."""
+    bracketed = text.str.extract(r"^\[([^\]]*)\]", 1)
+    one_colon = text.str.count_matches(":") == 1
+    return (
+        pl.when(bracketed.is_not_null())
+        .then(bracketed)
+        .when(one_colon)
+        .then(text.str.split(":").list.first())
+        .otherwise(text)
+    )
+
+
 def conform(frame: pl.LazyFrame, reason: pl.Expr | None = None, extra: tuple[str, ...] = ()) -> pl.LazyFrame:
     """The plan's columns, in schema order: `reason` and `text` null where `reason` is null.
     A format's `extra` columns (fields the features do not read) follow, as text."""

@@ -14,7 +14,7 @@ from typing import ClassVar
 import polars as pl
 
 from mlguard.errors import UsageError
-from mlguard.formats.base import LogFormat, conform
+from mlguard.formats.base import LogFormat, address_text, conform
 from mlguard.schema import dash_null
 
 # record field -> JSONPaths, first present wins
@@ -36,6 +36,10 @@ FIELDS = (
 def _first(paths: list[str]) -> pl.Expr:
     line = pl.col("line")
     return pl.coalesce([dash_null(line.str.json_path_match(p)) for p in paths])
+
+
+# Kubernetes container runtimes (CRI) write each line as "<time> stdout|stderr F|P <line>".
+_CRI_PREFIX = r"^\d{4}-\d{2}-\d{2}T\S+ (?:stdout|stderr) [FP] "
 
 
 def _time(text: pl.Expr) -> pl.Expr:
@@ -74,12 +78,15 @@ class JsonFormat(LogFormat):
         return pl.concat_str(parts, separator=" ", ignore_nulls=True)
 
     def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:
+        # the JSON object of a line written through a container runtime starts after its prefix
+        lines = lines.with_columns(pl.col("line").alias("_raw"), pl.col("line").str.replace(_CRI_PREFIX, ""))
+
         def field(name: str) -> pl.Expr:
             return _first(self.mapping[name]) if name in self.mapping else pl.lit(None, pl.String)
 
         status_text = field("status")
         frame = lines.with_columns(
-            field("client").str.strip_chars("[]").str.to_lowercase().alias("client"),
+            address_text(field("client")).str.to_lowercase().alias("client"),
             _time(field("time")).alias("time"),
             self._request().alias("request"),
             status_text.cast(pl.Float64, strict=False).cast(pl.UInt16, strict=False).alias("status"),
@@ -105,7 +112,9 @@ class JsonFormat(LogFormat):
             .then(pl.lit("no status"))
             .otherwise(None)
         )
-        return conform(frame, reason)
+        # unparsed lines are reported as the log has them, prefix included
+        frame = frame.with_columns(reason.alias("_reason")).with_columns(pl.col("_raw").alias("line"))
+        return conform(frame, pl.col("_reason"))
 
     def sniff(self, sample: bytes | bytearray) -> float:
         # Only lines that hold this format's own keys count: any JSON would parse otherwise.
@@ -147,6 +156,25 @@ class TraefikJsonFormat(JsonFormat):
         "bytes": ["$.DownstreamContentSize"],
         "referer": ["$['request_Referer']"],
         "user_agent": ["$['request_User-Agent']"],
+    }
+
+
+class EnvoyJsonFormat(JsonFormat):
+    """Envoy's JSON access log with the default fields of Envoy Gateway (Kubernetes), also
+    when written through a container runtime (`<time> stdout F {...}`)."""
+
+    name = "envoy-json"
+    marker = '"response_code"'
+    mapping: ClassVar[Mapping] = {
+        "client": ["$.downstream_remote_address", "$['x-forwarded-for']"],
+        "time": ["$.start_time"],
+        "method": ["$.method"],
+        "target": ["$['x-envoy-origin-path']", "$['x-envoy-original-path']", "$[':path']", "$.path"],
+        "protocol": ["$.protocol"],
+        "status": ["$.response_code"],
+        "bytes": ["$.bytes_sent"],
+        "referer": ["$.referer"],
+        "user_agent": ["$['user-agent']"],
     }
 
 

@@ -143,4 +143,48 @@ class ElbFormat(_Builtin):
         ]
 
 
-__all__ = ["AlbFormat", "ElbFormat", "TraefikFormat", "VhostCombinedFormat"]
+class EnvoyFormat(_Builtin):
+    """Envoy's default text access log, also when written through a container runtime
+    (`<time> stdout F <line>`, as in Kubernetes). It logs no peer address: the client is the
+    right-most X-Forwarded-For entry (see --trusted-proxy)."""
+
+    name = "envoy"
+
+    def pieces(self) -> list[Piece]:
+        return [
+            _v("container_log", r"(?:\d{4}-\d{2}-\d{2}T\S+ (?:stdout|stderr) [FP] )?"),
+            "[",
+            _v("time", _ISO, "time", "iso"),
+            '] "',
+            _v("method", r"[A-Za-z_-]+|-", "method"),
+            " ",
+            _v("target", r"\S+", "target"),
+            " ",
+            _v("protocol", r"\S+", "protocol"),
+            '" ',
+            _v("status", r"\d{3}|0|-", "status"),
+            " ",
+            _v("response_flags", r"\S+"),
+            " ",
+            _v("bytes_received", r"\d+|-"),
+            " ",
+            _v("bytes", r"\d+|-", "bytes"),
+            " ",
+            _v("duration", r"\d+|-"),
+            " ",
+            _v("upstream_service_time", r"\S+"),
+            ' "',
+            _v("http_x_forwarded_for", None, "forwarded_client"),
+            '" "',
+            _v("user_agent", None, "user_agent"),
+            '" "',
+            _v("request_id", None),
+            '" "',
+            _v("authority", None),
+            '" "',
+            _v("upstream_host", None),
+            '"',
+        ]
+
+
+__all__ = ["AlbFormat", "ElbFormat", "EnvoyFormat", "TraefikFormat", "VhostCombinedFormat"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from mlguard.errors import UsageError
-from mlguard.formats.base import LogFormat, conform
+from mlguard.formats.base import LogFormat, address_text, conform
 from mlguard.schema import dash_null
 
 TIME_LOCAL = "%d/%b/%Y:%H:%M:%S %z"
@@ -275,7 +275,7 @@ class TemplateFormat(LogFormat):
         self.regex, self.variables = compile_regex(pieces)
         roles = {v.role for v in self.variables.values() if v.role}
         what = name.split(":", 1)[0]
-        if not {"client", "client_port"} & roles:
+        if not {"client", "client_port", "forwarded_client"} & roles:
             raise UsageError(f"the {what} format has no client address field")
         if "time" not in roles:
             raise UsageError(f"the {what} format has no time field")
@@ -283,7 +283,10 @@ class TemplateFormat(LogFormat):
             raise UsageError(f"the {what} format has no status field")
         if "request" not in roles and not {"method", "path", "target"} & roles:
             raise UsageError(f"the {what} format has no request field")
-        self.extra_columns = [c for c, v in self.variables.items() if v.role is None]
+        # A forwarded-for header that names the client is also kept whole, for --trusted-proxy.
+        self.extra_columns = [
+            c for c, v in self.variables.items() if v.role is None or v.role == "forwarded_client"
+        ]
 
     def _role(self, role: str) -> tuple[pl.Expr, Variable] | None:
         for i, (_column, var) in enumerate(self.variables.items()):
@@ -325,9 +328,15 @@ class TemplateFormat(LogFormat):
         with_port = self._role("client_port")
         time = self._role("time")
         status = self._role("status")
-        assert (client or with_port) is not None and time is not None and status is not None  # checked
+        assert time is not None and status is not None  # checked when compiled
+        forwarded = self._role("forwarded_client")
         if client is not None:
             address = client[0].str.strip_chars("[]")
+        elif forwarded is not None:
+            # No peer address in the format (Envoy's default): the right-most X-Forwarded-For
+            # entry, the one the proxy itself appended; --trusted-proxy can see further left.
+            last = forwarded[0].str.split(",").list.last().str.strip_chars(" ")
+            address = pl.when(last.is_in(["", "-"])).then(None).otherwise(address_text(last))
         else:
             # "ip:port", "[v6]:port": the port goes, the address stays
             address = (
@@ -362,6 +371,8 @@ class TemplateFormat(LogFormat):
             .then(pl.lit("empty line"))
             .when(~matched)
             .then(pl.lit("does not match the log format"))
+            .when(pl.col("client").is_null())
+            .then(pl.lit("no client address"))
             .when(pl.col("time").is_null())
             .then(pl.lit("bad timestamp"))
             .when(pl.col("status").is_null() & (status[0] != "-"))
