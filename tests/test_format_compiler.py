@@ -217,6 +217,7 @@ BUILT_IN_SAMPLES = [
     ("caddy", "caddy_crowdsec.log", 10, 0),
     ("traefik-json", "traefik_json_crowdsec.log", 6, 0),
     ("envoy", "envoy_crowdsec.log", 4, 0),
+    ("ingress-nginx", "ingress_nginx_real_nginx.log", 9, 0),
     ("envoy-json", "envoy_json_crowdsec.log", 6, 0),
     ("envoy-json", "envoy_json_crawl_crowdsec.log", 41, 0),
 ]
@@ -335,3 +336,16 @@ def test_envoy_takes_the_client_from_the_right_most_forwarded_entry() -> None:
     first = as_json.records.row(0, named=True)
     # downstream_remote_address "10.0.0.12:59292" without its port; the CRI prefix is not part of the JSON
     assert (first["client"], first["path"], first["status"]) == ("10.0.0.12", "/assets/image.webp", 200)
+
+
+def test_ingress_nginx_keeps_every_upstream_tried() -> None:
+    rows = get_format("ingress-nginx").parse(
+        (FIXTURES / "formats" / "ingress_nginx_real_nginx.log").read_bytes()
+    )
+    first = rows.records.row(0, named=True)
+    assert (first["upstream_addr"], first["upstream_status"]) == (
+        "127.0.0.1:18099, 127.0.0.1:18081",
+        "502, 200",
+    )
+    assert (first["proxy_upstream_name"], first["proxy_alternative_upstream_name"]) == ("default-web-80", "")
+    assert rows.records["status"].to_list() == [200, 200, 404, 404, 404, 404, 200, 200, 501]

@@ -15,7 +15,14 @@ from mlguard.formats.jsonlines import (
     TraefikJsonFormat,
     parse_mapping,
 )
-from mlguard.formats.servers import AlbFormat, ElbFormat, EnvoyFormat, TraefikFormat, VhostCombinedFormat
+from mlguard.formats.servers import (
+    AlbFormat,
+    ElbFormat,
+    EnvoyFormat,
+    IngressNginxFormat,
+    TraefikFormat,
+    VhostCombinedFormat,
+)
 from mlguard.formats.template import TemplateFormat, parse_spec
 
 # In the order `auto` tries them: a richer format first, because a `combined` parser also
@@ -27,6 +34,7 @@ FORMATS: dict[str, type[LogFormat]] = {
     "envoy": EnvoyFormat,
     "alb": AlbFormat,
     "elb": ElbFormat,
+    "ingress-nginx": IngressNginxFormat,
     "vhost_combined": VhostCombinedFormat,
     "traefik": TraefikFormat,
     "combined": CombinedFormat,

@@ -87,6 +87,20 @@ class TraefikFormat(_Builtin):
         )
 
 
+class IngressNginxFormat(_Builtin):
+    """Kubernetes ingress-nginx's default `upstreaminfo` format (its documented log-format)."""
+
+    name = "ingress-nginx"
+
+    def pieces(self) -> list[Piece]:
+        return nginx_pieces(
+            '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+            '"$http_referer" "$http_user_agent" $request_length $request_time [$proxy_upstream_name] '
+            "[$proxy_alternative_upstream_name] $upstream_addr $upstream_response_length "
+            "$upstream_response_time $upstream_status $req_id"
+        )
+
+
 _ALB_TAIL = [
     _v("request_creation_time", r"\S+"),
     ' "',

@@ -72,8 +72,9 @@ def _nginx_variable(name: str) -> Variable:
         role, pattern = roles[name]
         column = role if role not in ("bytes_total", "target", "path", "args") else name
         return Variable(column, pattern, role)
-    if name in ("request_time", "upstream_response_time", "upstream_connect_time", "upstream_header_time"):
-        return Variable(name, None)
+    if name.startswith("upstream_") and name != "upstream_cache_status":
+        # one value per upstream tried: "10.0.0.1:80, 10.0.0.2:80" (" : " after internal redirects)
+        return Variable(name, r"\S+(?:(?:, | : )\S+)*")
     return Variable(name)
 
 
