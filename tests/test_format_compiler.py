@@ -218,6 +218,7 @@ BUILT_IN_SAMPLES = [
     ("traefik-json", "traefik_json_crowdsec.log", 6, 0),
     ("envoy", "envoy_crowdsec.log", 4, 0),
     ("ingress-nginx", "ingress_nginx_real_nginx.log", 9, 0),
+    ("cloudfront", "cloudfront_crowdsec.log", 2, 0),
     ("envoy-json", "envoy_json_crowdsec.log", 6, 0),
     ("envoy-json", "envoy_json_crawl_crowdsec.log", 41, 0),
 ]
@@ -349,3 +350,21 @@ def test_ingress_nginx_keeps_every_upstream_tried() -> None:
     )
     assert (first["proxy_upstream_name"], first["proxy_alternative_upstream_name"]) == ("default-web-80", "")
     assert rows.records["status"].to_list() == [200, 200, 404, 404, 404, 404, 200, 200, 501]
+
+
+def test_cloudfront_lines_with_their_header() -> None:
+    from mlguard.formats.servers import CLOUDFRONT_FIELDS
+
+    header = "#Version: 1.0\n#Fields: " + " ".join(CLOUDFRONT_FIELDS) + "\n"
+    data = header.encode() + (FIXTURES / "formats" / "cloudfront_crowdsec.log").read_bytes()
+    parsed = get_format("cloudfront").parse(data)
+    assert parsed.unparsed["reason"].to_list() == ["header line", "header line"]  # reported, not data
+    row = parsed.records.row(0, named=True)
+    # date and time fields joined (UTC); the query string rejoins the path
+    assert row["time"] == dt.datetime(2024, 3, 12, 15, 22, 28, tzinfo=UTC)
+    assert (row["client"], row["request"], row["status"]) == (
+        "1.2.3.4",
+        "GET /testseb?query_param=42 HTTP/2.0",
+        400,
+    )
+    assert (row["edge_location"], row["host"]) == ("CDG50-P2", "d6rcaj0q1hys9.cloudfront.net")

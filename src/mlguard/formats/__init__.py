@@ -17,6 +17,7 @@ from mlguard.formats.jsonlines import (
 )
 from mlguard.formats.servers import (
     AlbFormat,
+    CloudFrontFormat,
     ElbFormat,
     EnvoyFormat,
     IngressNginxFormat,
@@ -32,6 +33,7 @@ FORMATS: dict[str, type[LogFormat]] = {
     "envoy-json": EnvoyJsonFormat,
     "traefik-json": TraefikJsonFormat,
     "envoy": EnvoyFormat,
+    "cloudfront": CloudFrontFormat,
     "alb": AlbFormat,
     "elb": ElbFormat,
     "ingress-nginx": IngressNginxFormat,

@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import polars as pl
+
+from mlguard.formats.base import LogFormat, address_text, conform
 from mlguard.formats.template import (
     Piece,
     TemplateFormat,
@@ -17,6 +20,7 @@ from mlguard.formats.template import (
     apache_pieces,
     nginx_pieces,
 )
+from mlguard.schema import dash_null
 
 _ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z"
 _NUMBER = r"-?\d+(?:\.\d+)?|-"
@@ -202,3 +206,107 @@ class EnvoyFormat(_Builtin):
 
 
 __all__ = ["AlbFormat", "ElbFormat", "EnvoyFormat", "TraefikFormat", "VhostCombinedFormat"]
+
+
+# CloudFront standard log fields, in the documented order (a file's "#Fields:" line names them).
+CLOUDFRONT_FIELDS: tuple[str, ...] = (
+    "date",
+    "time",
+    "x-edge-location",
+    "sc-bytes",
+    "c-ip",
+    "cs-method",
+    "cs(Host)",
+    "cs-uri-stem",
+    "sc-status",
+    "cs(Referer)",
+    "cs(User-Agent)",
+    "cs-uri-query",
+    "cs(Cookie)",
+    "x-edge-result-type",
+    "x-edge-request-id",
+    "x-host-header",
+    "cs-protocol",
+    "cs-bytes",
+    "time-taken",
+    "x-forwarded-for",
+    "ssl-protocol",
+    "ssl-cipher",
+    "x-edge-response-result-type",
+    "cs-protocol-version",
+    "fle-status",
+    "fle-encrypted-fields",
+    "c-port",
+    "time-to-first-byte",
+    "x-edge-detailed-result-type",
+    "sc-content-type",
+    "sc-content-len",
+    "sc-range-start",
+    "sc-range-end",
+)
+
+
+class CloudFrontFormat(LogFormat):
+    """AWS CloudFront standard (access) logs: tab-separated, `#Version`/`#Fields` header lines,
+    UTC date and time in two fields, user agent and referer percent-encoded by CloudFront."""
+
+    name = "cloudfront"
+
+    def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:
+        index = {name: i for i, name in enumerate(CLOUDFRONT_FIELDS)}
+        parts = pl.col("line").str.strip_suffix("\r").str.split("\t")
+
+        def field(name: str) -> pl.Expr:
+            return parts.list.get(index[name], null_on_oob=True)
+
+        def decoded(name: str) -> pl.Expr:
+            # CloudFront writes spaces (and a few more) percent-encoded in these fields
+            return dash_null(
+                field(name).str.replace_all("%20", " ", literal=True).str.replace_all("%2520", " ")
+            )
+
+        query = field("cs-uri-query")
+        target = (
+            pl.when(query.is_in(["-", ""]).fill_null(True))
+            .then(field("cs-uri-stem"))
+            .otherwise(field("cs-uri-stem") + "?" + query)
+        )
+        protocol = field("cs-protocol-version")
+        frame = lines.with_columns(
+            address_text(field("c-ip")).str.to_lowercase().alias("client"),
+            (field("date") + " " + field("time"))
+            .str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S", strict=False)
+            .dt.replace_time_zone("UTC")
+            .alias("time"),
+            pl.concat_str([field("cs-method"), target, protocol], separator=" ", ignore_nulls=True).alias(
+                "request"
+            ),
+            field("sc-status").cast(pl.UInt16, strict=False).alias("status"),
+            field("sc-bytes").cast(pl.UInt64, strict=False).alias("bytes"),
+            decoded("cs(Referer)").alias("referer"),
+            decoded("cs(User-Agent)").alias("user_agent"),
+            dash_null(field("x-forwarded-for")).alias("http_x_forwarded_for"),
+            field("x-edge-location").alias("edge_location"),
+            field("x-edge-result-type").alias("edge_result_type"),
+            field("cs(Host)").alias("host"),
+        )
+        reason = (
+            pl.when(pl.col("line").str.strip_chars() == "")
+            .then(pl.lit("empty line"))
+            .when(pl.col("line").str.starts_with("#"))
+            .then(pl.lit("header line"))
+            .when(parts.list.len() < 11)
+            .then(pl.lit("not a cloudfront log line"))
+            .when(pl.col("client").is_null())
+            .then(pl.lit("no client address"))
+            .when(pl.col("time").is_null())
+            .then(pl.lit("bad timestamp"))
+            .when(pl.col("status").is_null())
+            .then(pl.lit("bad status"))
+            .otherwise(None)
+        )
+        return conform(frame, reason, ("http_x_forwarded_for", "edge_location", "edge_result_type", "host"))
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return ["http_x_forwarded_for", "edge_location", "edge_result_type", "host"]
