@@ -20,6 +20,7 @@ from typing import BinaryIO, TypeVar
 import zstandard
 
 from mlguard.errors import InputError
+from mlguard.sources import s3
 
 CHUNK_BYTES = 64 * 1024 * 1024
 READ_BYTES = 4 * 1024 * 1024
@@ -58,11 +59,14 @@ class ReadProblem:
 
 
 def expand_paths(specs: list[str]) -> list[str]:
-    """Turn paths, globs and directories into a list of files; '-' stands for stdin."""
+    """Turn paths, globs, directories and s3:// prefixes into a list of inputs; '-' is stdin."""
     out: list[str] = []
     for spec in specs:
         if spec == STDIN:
             out.append(STDIN)
+            continue
+        if s3.is_s3(spec):
+            out.extend(s3.list_objects(spec))
             continue
         path = Path(spec)
         if path.is_dir():
@@ -201,6 +205,9 @@ def read_chunks(
     for name in paths:
         if name == STDIN:
             yield from _chunks_of(name, stdin or sys.stdin.buffer, chunk_bytes, sink)
+            continue
+        if s3.is_s3(name):
+            yield from _chunks_of(name, s3.open_object(name), chunk_bytes, sink)  # type: ignore[arg-type]
             continue
         try:
             raw = open(name, "rb")  # noqa: SIM115 - closed by _chunks_of
