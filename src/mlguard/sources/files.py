@@ -12,7 +12,7 @@ import queue
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -58,6 +58,12 @@ class ReadProblem:
     message: str
 
 
+def _oldest_first(names: Iterable[str]) -> list[str]:
+    """Files in time order (modification time, then name): rotated logs are named newest-first
+    (access.log, access.log.1, access.log.2.gz), so name order would read them backwards."""
+    return [name for _, name in sorted((os.stat(name).st_mtime_ns, name) for name in names)]
+
+
 def expand_paths(specs: list[str]) -> list[str]:
     """Turn paths, globs, directories and s3:// prefixes into a list of inputs; '-' is stdin."""
     out: list[str] = []
@@ -70,14 +76,14 @@ def expand_paths(specs: list[str]) -> list[str]:
             continue
         path = Path(spec)
         if path.is_dir():
-            files = sorted(str(p) for p in path.iterdir() if p.is_file())
+            files = _oldest_first(str(p) for p in path.iterdir() if p.is_file())
             if not files:
                 raise InputError(f"directory '{spec}' holds no files")
             out.extend(files)
         elif path.exists():
             out.append(spec)
         elif glob.has_magic(spec):
-            matches = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+            matches = _oldest_first(p for p in glob.glob(spec) if os.path.isfile(p))
             if not matches:
                 raise InputError(f"no file matches '{spec}'")
             out.extend(matches)
