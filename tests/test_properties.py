@@ -112,3 +112,35 @@ def test_file_chunks_hold_every_line_once_whatever_the_chunk_size(
     numbers = [c.first_line_no for c in chunks]
     expected = [1 + data[: sum(c.end for c in chunks[:i])].count(b"\n") for i in range(len(chunks))]
     assert numbers == expected
+
+
+# Compiled formats split each line on its quotes and match the short pieces (fast path); the
+# full-line regex takes the rest. Both must read every line the same way.
+TWO_PATH = [spec for spec in PARSERS if spec.startswith(("nginx:", "apache:"))] + [
+    "ingress-nginx",
+    "envoy",
+    "traefik",
+    "vhost_combined",
+]
+COMBINED_LINE = st.sampled_from(
+    [
+        VALID,
+        b'203.0.113.9 - bob [17/May/2015:10:05:03 +0200] "GET /a?b=\\"c\\" HTTP/1.1" 404 - "-" '
+        b'"x\\"y" "1.2.3.4" 0.1\n',
+        b'2001:db8::1 - - [17/May/2015:10:05:03 +0000] "-" 400 0 "-" "-" "-" -\n',
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(st.one_of(COMBINED_LINE, HOSTILE.map(lambda b: b + b"\n")), max_size=8).map(b"".join))
+def test_the_fast_path_reads_lines_exactly_as_the_full_regex(data: bytes) -> None:
+    import copy
+
+    for spec in TWO_PATH:
+        fast = get_format(spec)
+        exact = copy.copy(fast)
+        exact.segments = None  # type: ignore[attr-defined]
+        a, b = fast.parse(data), exact.parse(data)
+        assert a.records.equals(b.records), spec
+        assert a.unparsed.equals(b.unparsed), spec
