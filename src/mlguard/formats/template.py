@@ -242,7 +242,16 @@ def _literal_regex(text: str) -> str:
     return re.sub(r"(\\ )+", r" +", re.escape(text))
 
 
-def quote_segments(pieces: list[Piece], variables: list[Variable]) -> list[str] | None:
+@dataclass(frozen=True)
+class Segment:
+    """The text of a line between two of its quote characters, as the fast path reads it."""
+
+    regex: str  # anchored; named groups g<K> as in the full regex
+    whole: str | None = None  # the group that is the entire segment (a quoted field): no regex needed
+    first: str | None = None  # the first group of `regex`, null exactly when it does not match
+
+
+def quote_segments(pieces: list[Piece], variables: list[Variable]) -> list[Segment] | None:
     """For the fast path: the regex of each piece of a line between its quote characters, with
     the same group names as the full regex, or None when the format quotes nothing.
 
@@ -270,23 +279,24 @@ def quote_segments(pieces: list[Piece], variables: list[Variable]) -> list[str] 
             k += 1
     if len(segments) < 3 or len(segments) % 2 == 0:
         return None
-    out = []
-    for items in segments:
+    out: list[Segment] = []
+    for n, items in enumerate(segments):
+        end = r"\r?$" if n == len(segments) - 1 else "$"
+        if len(items) == 1 and isinstance(items[0], int) and end == "$":
+            out.append(Segment(f"^(?<g{items[0]}>.*)$", whole=f"g{items[0]}"))
+            continue
         parts = ["^"]
         for i, item in enumerate(items):
             if isinstance(item, str):
                 parts.append(_literal_regex(item))
                 continue
-            if len(items) == 1:
-                parts.append(f"(?<g{item}>.*)")
-                continue
             prev = items[i - 1] if i else None
             nxt = items[i + 1] if i + 1 < len(items) else None
             neighbour = [variables[x] if isinstance(x, int) else x for x in (prev, nxt)]
             parts.append(f"(?<g{item}>{_pattern(neighbour[0], variables[item], neighbour[1])})")
-        out.append("".join(parts))
-    out[-1] += r"\r?"
-    return [rx + "$" for rx in out]
+        groups = [item for item in items if isinstance(item, int)]
+        out.append(Segment("".join(parts) + end, first=f"g{groups[0]}" if groups else None))
+    return out
 
 
 def _time_expr(text: pl.Expr, time_format: str) -> pl.Expr:
@@ -399,18 +409,15 @@ class TemplateFormat(LogFormat):
         checks += [~field.str.ends_with("\\") for field in fields[:-1]]  # an escaped quote split it
         columns: list[pl.Expr] = []
         structs: list[str] = []
-        for j, (field, rx) in enumerate(zip(fields, self.segments, strict=True)):
-            lone = re.fullmatch(r"\^\(\?<(g\d+)>\.\*\)\$", rx)
-            if lone:  # the whole field between two quotes: no regex at all
-                columns.append(field.alias(lone.group(1)))
-            elif "(?<g" in rx:
-                columns.append(field.str.extract_groups(rx).alias(f"_m{j}"))
+        for j, (field, segment) in enumerate(zip(fields, self.segments, strict=True)):
+            if segment.whole is not None:  # the whole field between two quotes: no regex at all
+                columns.append(field.alias(segment.whole))
+            elif segment.first is not None:
+                columns.append(field.str.extract_groups(segment.regex).alias(f"_m{j}"))
                 structs.append(f"_m{j}")
-                first = re.search(r"\(\?<(g\d+)>", rx)
-                assert first is not None
-                checks.append(pl.col(first.group(1)).is_not_null())  # no match: every group null
+                checks.append(pl.col(segment.first).is_not_null())  # no match: every group null
             else:
-                checks.append(field.str.contains(rx))
+                checks.append(field.str.contains(segment.regex))
         fast = split.with_columns(columns).unnest(*structs)
         fast = fast.with_columns(pl.all_horizontal(checks).fill_null(False).alias("_ok"))
         good = fast.filter(pl.col("_ok")).select("line_no", "line", *names)
