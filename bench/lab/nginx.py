@@ -15,6 +15,24 @@ import subprocess
 import time
 from pathlib import Path
 
+# The site both listeners serve: static files by nginx, the rest by the app.
+SITE = """\
+        root {work}/site;
+        index index.html;
+
+        location ~ /\\. {{ return 403; }}          # .git/, .env, .htaccess ...
+        location /static/ {{ expires 7d; try_files $uri =404; }}
+        location = /favicon.ico {{ try_files $uri =404; }}
+        location / {{ try_files $uri $uri/ @app; }}
+        location @app {{
+            proxy_pass http://app;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_connect_timeout 600s;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }}"""
+
 CONF = """\
 # nginx wipes its environment at start-up; libfaketime re-reads FAKETIME every few seconds
 # and, without it, silently falls back to the real date (keeping only the speed-up).
@@ -54,21 +72,7 @@ http {{
     # Direct port: tools that can set X-Forwarded-For themselves.
     server {{
         listen 127.0.0.1:{port} default_server;
-        root {work}/site;
-        index index.html;
-
-        location ~ /\\. {{ return 403; }}          # .git/, .env, .htaccess ...
-        location /static/ {{ expires 7d; try_files $uri =404; }}
-        location = /favicon.ico {{ try_files $uri =404; }}
-        location / {{ try_files $uri $uri/ @app; }}
-        location @app {{
-            proxy_pass http://app;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_connect_timeout 600s;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }}
+{site}
     }}
 
     # PROXY-protocol port, used only by the lab's relay (bench/lab/xffproxy.py, for nmap).  nginx
@@ -81,21 +85,7 @@ http {{
         real_ip_header proxy_protocol;
         access_log {access_log} combined_pp;
         access_log {work}/diag.log labdiag;
-        root {work}/site;
-        index index.html;
-
-        location ~ /\\. {{ return 403; }}          # .git/, .env, .htaccess ...
-        location /static/ {{ expires 7d; try_files $uri =404; }}
-        location = /favicon.ico {{ try_files $uri =404; }}
-        location / {{ try_files $uri $uri/ @app; }}
-        location @app {{
-            proxy_pass http://app;
-            proxy_set_header Host $host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_connect_timeout 600s;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }}
+{site}
     }}
 }}
 """
@@ -126,8 +116,9 @@ class Nginx:
             (work / "tmp" / sub).mkdir(parents=True, exist_ok=True)
         work.chmod(0o755)  # mkdtemp makes 0700; nginx workers (user nobody) must read the site
         self.conf = work / "nginx.conf"
+        site = SITE.format(work=work)
         self.conf.write_text(CONF.format(work=work, access_log=access_log, port=port, pp_port=pp_port,
-                                          app_port=app_port))
+                                          app_port=app_port, site=site))
         self.proc: subprocess.Popen[bytes] | None = None
         self.real_start = 0.0
 

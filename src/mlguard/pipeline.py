@@ -130,7 +130,7 @@ def read_logs(
                 sample = chunk.data[: min(SNIFF_BYTES, chunk.end)]
                 fmt = chosen[chunk.source] = _choose_format(log_format, sample)
                 stats.formats[chunk.source] = fmt.name
-                if identity.uses_forwarded and FORWARDED_COLUMN not in getattr(fmt, "extra_columns", ()):
+                if identity.uses_forwarded and FORWARDED_COLUMN not in fmt.extra_columns:
                     raise UsageError(
                         f"--trusted-proxy needs X-Forwarded-For in the log, and format '{fmt.name}' has "
                         "none: give your format with $http_x_forwarded_for (nginx) or "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -113,6 +114,8 @@ class LogFormat(ABC):
     """A parser from raw lines to the record schema. Must never raise on line content."""
 
     name: str = ""
+    # Fields of the format beyond the record schema, kept as text columns after it.
+    extra_columns: Sequence[str] = ()
 
     @abstractmethod
     def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:

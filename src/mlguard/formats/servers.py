@@ -251,6 +251,7 @@ class CloudFrontFormat(LogFormat):
     UTC date and time in two fields, user agent and referer percent-encoded by CloudFront."""
 
     name = "cloudfront"
+    extra_columns = ("http_x_forwarded_for", "edge_location", "edge_result_type", "host")
 
     def plan(self, lines: pl.LazyFrame) -> pl.LazyFrame:
         index = {name: i for i, name in enumerate(CLOUDFRONT_FIELDS)}
@@ -305,8 +306,5 @@ class CloudFrontFormat(LogFormat):
             .then(pl.lit("bad status"))
             .otherwise(None)
         )
-        return conform(frame, reason, ("http_x_forwarded_for", "edge_location", "edge_result_type", "host"))
+        return conform(frame, reason, tuple(self.extra_columns))
 
-    @property
-    def extra_columns(self) -> list[str]:
-        return ["http_x_forwarded_for", "edge_location", "edge_result_type", "host"]
