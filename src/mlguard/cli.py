@@ -31,6 +31,7 @@ from mlguard.decisions.policy import (
     DEFAULT_ALERT_THRESHOLD,
     DEFAULT_BLOCK_THRESHOLD,
     DEFAULT_MIN_BLOCK_REQUESTS,
+    PASS,
     Policy,
     parse_networks,
 )
@@ -38,7 +39,7 @@ from mlguard.detectors.ensemble import preload
 from mlguard.detectors.model import build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.evaluation import Evaluation, evaluate, load_labels
-from mlguard.explain.reasons import describe, safe_text
+from mlguard.explain.reasons import campaign_behaviour, describe, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS, get_format
@@ -251,6 +252,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 _RAW_CONTROL = re.compile("[\x7f-\x9f]")
+MEMBERS_SHOWN = 5  # in the campaigns table; --json lists them all
 
 
 def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
@@ -263,6 +265,9 @@ def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
         "verdict",
         pl.col("requests").cast(pl.Int64),
         "reasons",
+        "campaign",
+        "campaign_score",
+        "client_score",
         pl.col("first_seen").dt.strftime(when),
         pl.col("last_seen").dt.strftime(when),
         "protected",
@@ -547,6 +552,100 @@ def explain(
         )
     out.print(features)
     _summary(result, None)
+
+
+def _campaign_frame(detection: Detection, policy: Policy) -> pl.DataFrame:
+    """The documented fields of every campaign, in order."""
+    when = "%Y-%m-%dT%H:%M:%SZ"
+    table = policy.campaign_verdicts(detection.campaigns.table)
+    behaviour = [campaign_behaviour(row) for row in table.iter_rows(named=True)]
+    return table.select(
+        "campaign",
+        pl.col("campaign_score").alias("score"),
+        "verdict",
+        "clients",
+        "requests",
+        pl.Series("behaviour", behaviour, dtype=pl.String),
+        "shared_by",
+        "shared",
+        pl.col("first_seen").dt.strftime(when),
+        pl.col("last_seen").dt.strftime(when),
+        "user_agents",
+        "networks",
+        "members",
+    )
+
+
+@app.command()
+def campaigns(
+    paths: PathsArg,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per campaign.")] = False,
+    log_format: FormatOpt = AUTO,
+    strict: StrictOpt = False,
+    model: ModelOpt = None,
+    window_secs: WindowOpt = WINDOW_SECS,
+    alert_threshold: AlertOpt = DEFAULT_ALERT_THRESHOLD,
+    block_threshold: BlockOpt = DEFAULT_BLOCK_THRESHOLD,
+    min_block_requests: MinBlockOpt = DEFAULT_MIN_BLOCK_REQUESTS,
+    trusted_proxy: TrustedOpt = None,
+    ipv6_prefix: Ipv6Opt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """List groups of clients that behave alike in a suspicious way: size, time span, what they
+    share, the campaign's score and its members."""
+    policy = _policy(alert_threshold, block_threshold, min_block_requests, [], False, trusted_proxy)
+    result, detection = _detect(
+        paths,
+        policy,
+        model,
+        log_format=log_format,
+        strict=strict,
+        window_secs=window_secs,
+        progress=progress,
+        seed=seed,
+        identity=_identity(trusted_proxy, ipv6_prefix),
+        window=_window(since, until),
+    )
+    frame = _campaign_frame(detection, policy)
+    if json_out:
+        sys.stdout.write(_escape_json(frame.write_ndjson()))
+    else:
+        _campaign_table(frame, top)
+    _summary(result, detection)
+
+
+def _campaign_table(frame: pl.DataFrame, top: int) -> None:
+    flagged = frame.filter(pl.col("verdict") != PASS).height
+    title = f"{frame.height} campaign(s), {flagged} flagged" if frame.height else "No campaign found"
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("campaign", no_wrap=True)
+    table.add_column("score", justify="right")
+    table.add_column("verdict")
+    table.add_column("clients", justify="right")
+    table.add_column("what the members share", min_width=40)
+    table.add_column("members", min_width=20)
+    styles = {BLOCK: "bold red", ALERT: "yellow"}
+    for row in frame.head(top).iter_rows(named=True):
+        members = row["members"]
+        shown = ", ".join(safe_text(m, 45) for m in members[:MEMBERS_SHOWN])
+        if len(members) > MEMBERS_SHOWN:
+            shown += f" and {len(members) - MEMBERS_SHOWN} more"
+        table.add_row(
+            Text(row["campaign"]),
+            Text(f"{row['score']:.3f}"),
+            Text(row["verdict"], style=styles.get(row["verdict"], "")),
+            Text(f"{row['clients']:,}"),
+            Text(row["behaviour"]),
+            Text(shown),
+        )
+    out.print(table)
+    if frame.height > top:
+        out.print(Text(f"... and {frame.height - top} more (use --top or --json)"))
 
 
 @app.command(name="eval")

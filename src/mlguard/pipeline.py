@@ -16,10 +16,11 @@ import numpy as np
 import polars as pl
 
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
+from mlguard.detectors.campaigns import Campaigns, find_campaigns
 from mlguard.detectors.ensemble import ClientScorer, Scores
 from mlguard.detectors.model import Baseline
 from mlguard.errors import InputError, StrictParseError, UsageError
-from mlguard.explain.reasons import reasons_for, safe_text
+from mlguard.explain.reasons import campaign_reason, reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
@@ -29,6 +30,7 @@ from mlguard.schema import PARSED_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
 
 MAX_EXAMPLES = 5
+MAX_CAMPAIGN_OWN_REASONS = 2  # after the campaign's own reason
 SNIFF_BYTES = 256 * 1024
 
 
@@ -187,6 +189,7 @@ class Detection:
     scores: Scores
     table: FeatureTable
     scorer: ClientScorer
+    campaigns: Campaigns
 
 
 def score_table(
@@ -212,24 +215,38 @@ def score_table(
             )
         scorer = ClientScorer(random_state=random_state)
         scores = scorer.fit_score(X_fit)
-    frame = table.frame.with_columns(
-        pl.Series("score", np.round(scores.score, 4)),
-        pl.lit(table.window_secs).alias("_window_secs"),
+    campaigns = find_campaigns(table.frame, scores.deviation, scorer)
+    own = pl.Series("client_score", np.round(scores.score, 4))
+    frame = (
+        table.frame.with_columns(own, pl.lit(table.window_secs).alias("_window_secs"))
+        .join(campaigns.members, on="client", how="left", maintain_order="left")
+        .with_columns(
+            # A member of a campaign is judged by the stronger of its own score and the
+            # campaign's, and for a block by the requests of whichever carried it.
+            pl.max_horizontal("client_score", pl.col("campaign_score").fill_null(0.0)).alias("score"),
+            pl.when(pl.col("campaign_score") > pl.col("client_score"))
+            .then(pl.col("campaign_requests"))
+            .otherwise(pl.col("requests"))
+            .alias("evidence_requests"),
+        )
     )
     frame = policy.verdicts(frame).with_columns(pl.int_range(pl.len()).alias("_row"))
     # Reasons are written in Python, so only for the clients that get them (a few thousand of
     # hundreds of thousands); the rest get an empty list.
     flagged = frame.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
-    written = [
-        reasons_for(row, scores.contribution[row["_row"]], scores.deviation[row["_row"]])
-        for row in flagged.iter_rows(named=True)
-    ]
+    strong = campaigns.table.filter(pl.col("campaign_score") >= policy.alert_threshold)
+    said = {row["campaign"]: campaign_reason(row) for row in strong.iter_rows(named=True)}
+    written = []
+    for row in flagged.iter_rows(named=True):
+        own_reasons = reasons_for(row, scores.contribution[row["_row"]], scores.deviation[row["_row"]])
+        lead = said.get(row["campaign"])
+        written.append(own_reasons if lead is None else [lead, *own_reasons[:MAX_CAMPAIGN_OWN_REASONS]])
     reasons = pl.DataFrame({"_row": flagged["_row"], "reasons": pl.Series(written, dtype=pl.List(pl.String))})
     frame = frame.join(reasons, on="_row", how="left", maintain_order="left").with_columns(
         pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     )
     frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
-    return Detection(frame, scores, table, scorer)
+    return Detection(frame, scores, table, scorer, campaigns)
 
 
 def reasons_of(detection: Detection, clients: list[str]) -> dict[str, list[str]]:

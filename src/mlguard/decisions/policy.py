@@ -97,7 +97,10 @@ class Policy:
         """Add `verdict` and `protected` to a frame with `client`, `score`, `requests`.
 
         `protected` is filled for clients at or above the alert threshold (null for the rest).
+        With `evidence_requests` (a campaign member: the campaign's requests when the campaign
+        carries the score), that count is held against the minimum for a block instead.
         """
+        evidence = "evidence_requests" if "evidence_requests" in frame.columns else "requests"
         # Only a client that could be alerted on needs its address examined (IP parsing in
         # Python is the slow part with 100,000s of clients); the rest pass either way.
         clients = frame.filter(pl.col("score") >= self.alert_threshold)["client"].unique().to_list()
@@ -112,7 +115,7 @@ class Policy:
             .then(pl.lit(PASS))
             .when(
                 (pl.col("score") >= self.block_threshold)
-                & (pl.col("requests") >= self.min_block_requests)
+                & (pl.col(evidence) >= self.min_block_requests)
                 & pl.col("protected").is_null()
             )
             .then(pl.lit(BLOCK))
@@ -121,3 +124,18 @@ class Policy:
             .otherwise(pl.lit(PASS))
         )
         return frame.with_columns(verdict.alias("verdict"))
+
+    def campaign_verdicts(self, campaigns: pl.DataFrame) -> pl.DataFrame:
+        """Add `verdict` to a campaign table (`campaign_score`, `requests`): what its members get
+        unless they are protected (allowlisted, trusted proxies, private addresses)."""
+        verdict = (
+            pl.when(
+                (pl.col("campaign_score") >= self.block_threshold)
+                & (pl.col("requests") >= self.min_block_requests)
+            )
+            .then(pl.lit(BLOCK))
+            .when(pl.col("campaign_score") >= self.alert_threshold)
+            .then(pl.lit(ALERT))
+            .otherwise(pl.lit(PASS))
+        )
+        return campaigns.with_columns(verdict.alias("verdict"))

@@ -162,15 +162,25 @@ class ClientScorer:
         }
 
     def score(self, X: np.ndarray) -> Scores:
-        T = transform(self.features, np.asarray(X, dtype=np.float64))
-        Z = self._deviation(T)
+        Z = self.deviation(X)
         return self._scores(Z, self._raw_scores(Z))
 
-    def _scores(self, Z: np.ndarray, raw: dict[str, np.ndarray]) -> Scores:
+    def deviation(self, X: np.ndarray) -> np.ndarray:
+        """One-sided robust z per feature (0 = not on the suspicious side), capped."""
+        return self._deviation(transform(self.features, np.asarray(X, dtype=np.float64)))
+
+    def ensemble_score(self, Z: np.ndarray) -> np.ndarray:
+        """0..1 score of deviation rows before any evidence gate (callers with their own notion
+        of evidence, such as campaigns, gate it themselves)."""
+        return self._ensemble(self._raw_scores(np.clip(Z, 0.0, _CAP)))[1]
+
+    def _ensemble(self, raw: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         standard = {k: (v - self.score_center_[k]) / self.score_scale_[k] for k, v in raw.items()}
-        z = np.mean(np.vstack(list(standard.values())), axis=0)
-        z = np.clip(z, 0.0, None)
-        score = z / (z + SCORE_HALF)
+        z = np.clip(np.mean(np.vstack(list(standard.values())), axis=0), 0.0, None)
+        return standard, z / (z + SCORE_HALF)
+
+    def _scores(self, Z: np.ndarray, raw: dict[str, np.ndarray]) -> Scores:
+        standard, score = self._ensemble(raw)
         # Context alone is no evidence: a client unusual only in how it behaves (a monitor with
         # no referer, tiny responses and clockwork timing) is scaled down to nothing; one
         # robust spread of deviation on any evidence feature lets the full score through.

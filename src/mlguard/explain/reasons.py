@@ -136,3 +136,65 @@ def reasons_for(
 
 def describe(name: str, row: dict[str, Any]) -> str:
     return _TEMPLATES[name](row)
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"within {max(seconds, 1):.0f} seconds"
+    if seconds < 2 * 3600:
+        return f"within {seconds / 60:.0f} minutes"
+    if seconds < 2 * 86400:
+        return f"over {seconds / 3600:.0f} hours"
+    return f"over {seconds / 86400:.0f} days"
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+def campaign_behaviour(row: dict[str, Any]) -> str:
+    """What the members of a campaign share, in a person's words, e.g. 'each sent 3 requests,
+    mostly POST /login (no page assets), within 4 minutes, rotating 12 user agents'."""
+    low, high = row["requests_min"], row["requests_max"]
+    sent = (
+        f"each sent {_plural(low, 'request')}"
+        if low == high
+        else f"sent {low}-{high} requests each (median {row['requests_median']:g})"
+    )
+    parts = [sent]
+    if row["shared_by"] == "path":
+        method = "POST " if row["shared_post"] else ""
+        path = safe_text(row["shared"], _EXAMPLE_CHARS) or "(an empty path)"
+        parts[0] += f", {'to' if high == 1 else 'mostly'} {method}{path}"
+    answered = [
+        ("share_404", "answered 404"),
+        ("share_401_403", "answered 401/403"),
+        ("share_4xx", "answered 4xx"),
+        ("share_5xx", "answered 5xx"),
+    ]
+    for key, words in answered:
+        if row[key] >= 0.5:
+            parts.append(f"{100 * row[key]:.0f}% {words}")
+            break
+    if row["share_post"] >= 0.2 and not (row["shared_by"] == "path" and row["shared_post"]):
+        parts.append(f"{100 * row['share_post']:.0f}% POST")
+    if row["share_static"] == 0:
+        parts.append("no page assets")
+    seconds = (row["last_seen"] - row["first_seen"]).total_seconds()
+    parts.append(_span(seconds))
+    if row["share_no_user_agent"] >= 0.5:
+        parts.append("sending no user agent")
+    elif row["shared_by"] == "user agent":
+        parts.append(f'with the same user agent "{safe_text(row["shared"], 60)}"')
+    elif row["user_agents"] == 1:
+        parts.append("with the same user agent")
+    else:
+        parts.append(f"rotating {row['user_agents']} user agents")
+    if row["networks"] * 2 <= row["clients"]:
+        parts.append(f"from {_plural(row['networks'], 'network')} (/24 or /48)")
+    return ", ".join(parts)
+
+
+def campaign_reason(row: dict[str, Any]) -> str:
+    """The reason a member of a campaign is flagged, led by the campaign's size."""
+    return f"one of {row['clients']} clients that {campaign_behaviour(row)} (campaign {row['campaign']})"

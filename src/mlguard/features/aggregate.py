@@ -364,6 +364,25 @@ class ClientAccumulator:
             .agg(pl.col("n_post").max().alias("repeated_posts"))
         )
 
+        # The path template each client requested most (ties: the first in text order), for
+        # telling which clients share a target when they are grouped into campaigns.
+        top_targets = (
+            state.targets.group_by("cid", "template_id")
+            .agg(pl.col("requests").sum(), pl.col("n_post").sum())
+            .join(state.templates.select("template_id", "template"), on="template_id")
+            .group_by("cid")
+            .agg(
+                pl.col("template")
+                .sort_by(["requests", "template"], descending=[True, False])
+                .first()
+                .alias("top_target"),
+                (pl.col("n_post") * 2 >= pl.col("requests"))
+                .sort_by(["requests", "template"], descending=[True, False])
+                .first()
+                .alias("top_target_post"),
+            )
+        )
+
         # Payload rarity from shape trigrams used by few clients.
         grams = _trigrams(state.shapes).join(ref.trigrams, on="trigram", how="left")
         grams = grams.with_columns(_rarity(pl.col("clients").fill_null(1).clip(1), ref.clients).alias("r"))
@@ -409,6 +428,7 @@ class ClientAccumulator:
             .join(payloads, on="cid", how="left")
             .join(windows, on="cid", how="left")
             .join(agents, on="cid", how="left")
+            .join(top_targets, on="cid", how="left")
             .drop("cid")
             .sort("client")
         )

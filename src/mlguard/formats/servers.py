@@ -307,4 +307,3 @@ class CloudFrontFormat(LogFormat):
             .otherwise(None)
         )
         return conform(frame, reason, tuple(self.extra_columns))
-
