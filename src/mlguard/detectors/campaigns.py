@@ -39,6 +39,10 @@ MIN_CLIENTS = 3  # fewer alike clients are a coincidence, not a campaign
 CANDIDATE_Z = 0.5  # robust spreads on the suspicious side of some share to be a candidate
 CLEAR_Z = 1.0  # the typical member must be this far out on a share for it to be amplified
 MAX_AMPLIFY_CLIENTS = 100  # amplification stops growing here: sqrt(100) = 10x
+# A campaign spreads itself thin: the typical member sends at most this many requests. Above it
+# each client's own shares are already precise, its own score already says what it is, and a
+# group of alike, busy clients is a population (a mobile app's users), not a campaign.
+SMALL_MEMBER_REQUESTS = 20
 EVIDENCE_FULL = 2.0  # as for clients: this many spreads on an action share lets the full score through
 GRID = 0.05  # shares rounded to this step before clustering
 EPS = 0.1  # DBSCAN radius (Chebyshev, in share units): members differ by at most ~10 points per share
@@ -216,6 +220,9 @@ def find_campaigns(frame: pl.DataFrame, deviation: np.ndarray, scorer: ClientSco
         )
         .sort("_cluster", "shared_by", "shared")
     )
+    pooled = pooled.filter(pl.col("requests_median") <= SMALL_MEMBER_REQUESTS)
+    if pooled.height == 0:
+        return Campaigns.empty()
     X = pooled.select(FEATURE_NAMES).to_numpy()
     Z = scorer.deviation(X)
     amplified = [FEATURE_NAMES.index(name) for name in (*BEHAVIOUR_SHARES, *CONTEXT_SHARES)]
