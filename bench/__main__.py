@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "wall time, lines/s and peak RSS of MLGuard, fail2ban and CrowdSec on one big log",
     ),
     "memory": ("bench.memory:main", "peak RSS on a log and on the same log repeated (same clients)"),
+    "campaigns": (
+        "bench.campaigns:main",
+        "recall of distributed attackers' members, innocent clients pulled in, cost at 10M lines",
+    ),
     "lab": ("bench.lab.run:main", "run the attack lab and write access.log + labels.csv"),
     "peers": ("bench.peers.cli:main", "flag the clients of a log with CrowdSec and fail2ban"),
 }

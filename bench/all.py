@@ -25,6 +25,7 @@ STEPS: dict[str, list[str]] = {
     "speed": ["--lines", "1000000", "--crowdsec-lines", "20000"],
     "throughput": ["--sizes", "1000000,10000000", "--repeat", "3", "--seed", "42"],
     "memory": ["--lines", "1000000", "--times", "10", "--repeat", "3"],
+    "campaigns": ["--seeds", "1,2,3", "--lines", "10000000", "--repeat", "3"],
 }
 
 

@@ -84,6 +84,13 @@ ModelOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
+CampaignsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--campaigns/--no-campaigns",
+        help="Find campaigns: groups of clients that each do little and act as one (docs/campaigns.md).",
+    ),
+]
 AlertOpt = Annotated[float, typer.Option("--alert-threshold", help="Score from which a client is reported.")]
 BlockOpt = Annotated[
     float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
@@ -230,6 +237,7 @@ def _detect(
     keep_client: str | None = None,
     identity: ClientIdentity | None = None,
     window: dict[str, datetime | None] | None = None,
+    campaigns: bool = True,
 ) -> tuple[ReadResult, Detection]:
     """Read, score and decide: what `detect`, `explain` and `eval` share."""
     baseline = load_model(model) if model is not None else None  # a bad model fails before reading
@@ -244,7 +252,7 @@ def _detect(
         identity=identity,
         window=window,
     )
-    return result, score_table(result, policy, baseline, random_state=seed)
+    return result, score_table(result, policy, baseline, random_state=seed, campaigns=campaigns)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -367,6 +375,7 @@ def detect(
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
+    campaigns: CampaignsOpt = True,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -385,6 +394,7 @@ def detect(
         strict=strict,
         window_secs=window_secs,
         progress=progress,
+        campaigns=campaigns,
         seed=seed,
         identity=_identity(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
@@ -510,6 +520,15 @@ def explain(
     reasons = row["reasons"] or ["no reason: the score is below the alert threshold"]
     for reason in reasons:
         out.print(Text(f"  - {reason}"))
+    if row["campaign"] is not None:
+        campaign = detection.campaigns.table.filter(pl.col("campaign") == row["campaign"]).row(0, named=True)
+        out.print(
+            Text(
+                f"campaign {row['campaign']}: score {campaign['campaign_score']:.3f} "
+                f"(own score {row['client_score']:.3f}); one of {campaign['clients']} clients that "
+                f"{campaign_behaviour(campaign)}"
+            )
+        )
     requests = result.kept
     if requests is not None and samples:
         table = Table(
@@ -669,6 +688,7 @@ def evaluate_command(
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Misses and false positives listed.")] = 20,
+    campaigns: CampaignsOpt = True,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -686,6 +706,7 @@ def evaluate_command(
         strict=False,
         window_secs=window_secs,
         progress=progress,
+        campaigns=campaigns,
         seed=seed,
         identity=_identity(trusted_proxy, ipv6_prefix),
         window=_window(since, until),

@@ -193,9 +193,14 @@ class Detection:
 
 
 def score_table(
-    result: ReadResult, policy: Policy, baseline: Baseline | None = None, random_state: int = 0
+    result: ReadResult,
+    policy: Policy,
+    baseline: Baseline | None = None,
+    random_state: int = 0,
+    campaigns: bool = True,
 ) -> Detection:
-    """Score every client (against `baseline`, or against the input itself) and decide."""
+    """Score every client (against `baseline`, or against the input itself), find campaigns of
+    clients acting as one (unless `campaigns` is False), and decide."""
     if result.accumulator.empty:
         if result.stats.outside_window:
             raise InputError("no parsed line falls between --since and --until, so there is nothing to score")
@@ -215,11 +220,11 @@ def score_table(
             )
         scorer = ClientScorer(random_state=random_state)
         scores = scorer.fit_score(X_fit)
-    campaigns = find_campaigns(table.frame, scores.deviation, scorer)
+    found = find_campaigns(table.frame, scorer) if campaigns else Campaigns.empty()
     own = pl.Series("client_score", np.round(scores.score, 4))
     frame = (
         table.frame.with_columns(own, pl.lit(table.window_secs).alias("_window_secs"))
-        .join(campaigns.members, on="client", how="left", maintain_order="left")
+        .join(found.members, on="client", how="left", maintain_order="left")
         .with_columns(
             # A member of a campaign is judged by the stronger of its own score and the
             # campaign's, and for a block by the requests of whichever carried it.
@@ -234,7 +239,7 @@ def score_table(
     # Reasons are written in Python, so only for the clients that get them (a few thousand of
     # hundreds of thousands); the rest get an empty list.
     flagged = frame.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
-    strong = campaigns.table.filter(pl.col("campaign_score") >= policy.alert_threshold)
+    strong = found.table.filter(pl.col("campaign_score") >= policy.alert_threshold)
     said = {row["campaign"]: campaign_reason(row) for row in strong.iter_rows(named=True)}
     written = []
     for row in flagged.iter_rows(named=True):
@@ -246,7 +251,7 @@ def score_table(
         pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     )
     frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
-    return Detection(frame, scores, table, scorer, campaigns)
+    return Detection(frame, scores, table, scorer, found)
 
 
 def reasons_of(detection: Detection, clients: list[str]) -> dict[str, list[str]]:

@@ -43,6 +43,9 @@ MAX_AMPLIFY_CLIENTS = 100  # amplification stops growing here: sqrt(100) = 10x
 # each client's own shares are already precise, its own score already says what it is, and a
 # group of alike, busy clients is a population (a mobile app's users), not a campaign.
 SMALL_MEMBER_REQUESTS = 20
+# A campaign that scores this much recruits clients that did its thing without doing anything
+# suspicious themselves (same path, few requests, no page assets).
+RECRUIT_SCORE = 0.5
 EVIDENCE_FULL = 2.0  # as for clients: this many spreads on an action share lets the full score through
 GRID = 0.05  # shares rounded to this step before clustering
 EPS = 0.1  # DBSCAN radius (Chebyshev, in share units): members differ by at most ~10 points per share
@@ -165,11 +168,18 @@ def _campaign_id(shared_by: str, shared: str, first_member: str) -> str:
     return "c-" + digest.hexdigest()
 
 
-def find_campaigns(frame: pl.DataFrame, deviation: np.ndarray, scorer: ClientScorer) -> Campaigns:
-    """Campaigns among the clients of `frame` (a feature table, rows aligned with `deviation`,
-    the clients' own one-sided z per feature), scored with the same `scorer`."""
+def find_campaigns(frame: pl.DataFrame, scorer: ClientScorer) -> Campaigns:
+    """Campaigns among the clients of `frame` (a feature table), scored with the same `scorer`
+    that scored the clients."""
+    if frame.height < MIN_CLIENTS:
+        return Campaigns.empty()
+    # Candidates by their own, unshrunk shares: one POST in three requests is on the suspicious
+    # side even though, shrunk towards the population, it hardly shows.
+    raw = frame.select(
+        [_share(name) if name in BEHAVIOUR_SHARES else pl.col(name) for name in FEATURE_NAMES]
+    ).fill_nan(0.0)
     behaviour = [FEATURE_NAMES.index(name) for name in BEHAVIOUR_SHARES]
-    on_suspicious_side = deviation[:, behaviour].max(axis=1) >= CANDIDATE_Z
+    on_suspicious_side = scorer.deviation(raw.to_numpy())[:, behaviour].max(axis=1) >= CANDIDATE_Z
     if int(on_suspicious_side.sum()) < MIN_CLIENTS:
         return Campaigns.empty()
     candidates = frame.filter(pl.Series(on_suspicious_side)).filter(pl.col("requests") > 0)
@@ -202,54 +212,90 @@ def find_campaigns(frame: pl.DataFrame, deviation: np.ndarray, scorer: ClientSco
             ],
             *[pl.col(f).cast(pl.Float64).sum().alias(f) for f in POOLED_COUNTS],
             pl.len().alias("clients"),
-            pl.col("requests").cast(pl.Int64).sum().alias("_requests"),
-            pl.col("requests").cast(pl.Int64).min().alias("requests_min"),
-            pl.col("requests").cast(pl.Float64).median().alias("requests_median"),
-            pl.col("requests").cast(pl.Int64).max().alias("requests_max"),
-            pl.col("first_seen").min(),
-            pl.col("last_seen").max(),
-            pl.col("top_user_agent").drop_nulls().n_unique().alias("user_agents"),
-            (pl.col("top_target_post").mean() >= 0.5).alias("shared_post"),
-            *[
-                (pl.col(RATIO_COUNTS[f]).sum() / pl.col("requests").sum()).alias(
-                    f.replace("ratio_", "share_")
-                )
-                for f in _SUMMARY_SHARES
-            ],
-            pl.col("client").sort().alias("members"),
+            pl.col("requests").cast(pl.Float64).median().alias("_median_requests"),
+            pl.col("client").min().alias("_first_member"),
         )
-        .sort("_cluster", "shared_by", "shared")
+        .filter(pl.col("_median_requests") <= SMALL_MEMBER_REQUESTS)
+        .sort(key)
     )
-    pooled = pooled.filter(pl.col("requests_median") <= SMALL_MEMBER_REQUESTS)
     if pooled.height == 0:
         return Campaigns.empty()
-    X = pooled.select(FEATURE_NAMES).to_numpy()
-    Z = scorer.deviation(X)
+    named = zip(pooled["shared_by"], pooled["shared"], pooled["_first_member"], strict=True)
+    ids = [_campaign_id(by, shared, first) for by, shared, first in named]
+    scores = pooled.select(
+        *key, pl.Series("campaign", ids, dtype=pl.String), pl.Series("campaign_score", _score(pooled, scorer))
+    )
+    members = grouped.select("client", *key).join(scores, on=key)
+    members = pl.concat([members, _recruits(frame, members)], how="diagonal")
+    return _describe(frame, members)
+
+
+def _score(pooled: pl.DataFrame, scorer: ClientScorer) -> np.ndarray:
+    """Each group judged as one client: amplified where the typical member is clearly
+    suspicious, gated on an action."""
+    Z = scorer.deviation(pooled.select(FEATURE_NAMES).to_numpy())
     amplified = [FEATURE_NAMES.index(name) for name in (*BEHAVIOUR_SHARES, *CONTEXT_SHARES)]
     factor = np.sqrt(np.minimum(pooled["clients"].to_numpy(), MAX_AMPLIFY_CLIENTS)).astype(np.float64)
     part = Z[:, amplified]
     Z[:, amplified] = np.where(part >= CLEAR_Z, np.minimum(part * factor[:, None], _CAP), part)
     actions = Z[:, [FEATURE_NAMES.index(name) for name in ACTION_SHARES]].max(axis=1)
     gate = np.where(actions >= CLEAR_Z, np.clip(actions / EVIDENCE_FULL, 0.0, 1.0), 0.0)
-    score = np.round(scorer.ensemble_score(Z) * gate, 4)
-    members = pooled["members"].to_list()
-    table = pooled.with_columns(
-        pl.Series(
-            "campaign",
-            [
-                _campaign_id(by, shared, group[0])
-                for by, shared, group in zip(pooled["shared_by"], pooled["shared"], members, strict=True)
-            ],
-            dtype=pl.String,
-        ),
-        pl.Series("campaign_score", score, dtype=pl.Float64),
-        pl.col("_requests").alias("requests"),
-        pl.Series("networks", [len({_network(c) for c in group}) for group in members], dtype=pl.UInt32),
-        pl.col("clients").cast(pl.UInt32),
-        pl.col("user_agents").cast(pl.UInt32),
-    )
+    return np.round(scorer.ensemble_score(Z) * gate, 4)
+
+
+def _recruits(frame: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """Clients that did nothing suspicious themselves but the very thing a suspicious campaign
+    did: few requests, mostly to the campaign's path, and no page assets (a spam bot that
+    fetched the sign-up form but was cut off before it posted)."""
+    suspicious = members.filter(
+        (pl.col("campaign_score") >= RECRUIT_SCORE) & (pl.col("shared_by") == "path")
+    ).unique("campaign")
+    if suspicious.height == 0:
+        return members.clear()
+    others = frame.filter(
+        ~pl.col("client").is_in(members["client"].implode())
+        & (pl.col("requests") <= SMALL_MEMBER_REQUESTS)
+        & (pl.col("n_static") == 0)
+    ).select("client", pl.col("top_target").alias("shared"))
+    # A path two campaigns share recruits into the stronger one.
+    recruits = others.join(suspicious.drop("client"), on="shared").sort("campaign_score", descending=True)
+    return recruits.unique("client", keep="first", maintain_order=True).select(members.columns)
+
+
+def _pooled_share(name: str) -> pl.Expr:
+    share = pl.col(RATIO_COUNTS[name]).sum() / pl.col("requests").sum()
+    return share.alias(name.replace("ratio_", "share_"))
+
+
+def _describe(frame: pl.DataFrame, members: pl.DataFrame) -> Campaigns:
+    """The campaign table: size, span, what the members share, in words and numbers."""
+    joined = members.join(frame, on="client", how="left")
     table = (
-        table.select(list(CAMPAIGN_SCHEMA))
+        joined.group_by("campaign")
+        .agg(
+            pl.col("campaign_score").first(),
+            pl.col("shared_by").first(),
+            pl.col("shared").first(),
+            pl.len().cast(pl.UInt32).alias("clients"),
+            pl.col("requests").cast(pl.Int64).sum(),
+            pl.col("requests").cast(pl.Int64).min().alias("requests_min"),
+            pl.col("requests").cast(pl.Float64).median().alias("requests_median"),
+            pl.col("requests").cast(pl.Int64).max().alias("requests_max"),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+            pl.col("top_user_agent").drop_nulls().n_unique().cast(pl.UInt32).alias("user_agents"),
+            (pl.col("top_target_post").mean() >= 0.5).alias("shared_post"),
+            *[
+                _pooled_share(f)
+                for f in _SUMMARY_SHARES
+            ],
+            pl.col("client").sort().alias("members"),
+        )
+    )
+    networks = [len({_network(c) for c in group}) for group in table["members"].to_list()]
+    table = (
+        table.with_columns(pl.Series("networks", networks, dtype=pl.UInt32))
+        .select(list(CAMPAIGN_SCHEMA))
         .cast(CAMPAIGN_SCHEMA)
         .sort(["campaign_score", "clients", "campaign"], descending=[True, True, False])
     )
