@@ -270,27 +270,21 @@ def _pooled_share(name: str) -> pl.Expr:
 def _describe(frame: pl.DataFrame, members: pl.DataFrame) -> Campaigns:
     """The campaign table: size, span, what the members share, in words and numbers."""
     joined = members.join(frame, on="client", how="left")
-    table = (
-        joined.group_by("campaign")
-        .agg(
-            pl.col("campaign_score").first(),
-            pl.col("shared_by").first(),
-            pl.col("shared").first(),
-            pl.len().cast(pl.UInt32).alias("clients"),
-            pl.col("requests").cast(pl.Int64).sum(),
-            pl.col("requests").cast(pl.Int64).min().alias("requests_min"),
-            pl.col("requests").cast(pl.Float64).median().alias("requests_median"),
-            pl.col("requests").cast(pl.Int64).max().alias("requests_max"),
-            pl.col("first_seen").min(),
-            pl.col("last_seen").max(),
-            pl.col("top_user_agent").drop_nulls().n_unique().cast(pl.UInt32).alias("user_agents"),
-            (pl.col("top_target_post").mean() >= 0.5).alias("shared_post"),
-            *[
-                _pooled_share(f)
-                for f in _SUMMARY_SHARES
-            ],
-            pl.col("client").sort().alias("members"),
-        )
+    table = joined.group_by("campaign").agg(
+        pl.col("campaign_score").first(),
+        pl.col("shared_by").first(),
+        pl.col("shared").first(),
+        pl.len().cast(pl.UInt32).alias("clients"),
+        pl.col("requests").cast(pl.Int64).sum(),
+        pl.col("requests").cast(pl.Int64).min().alias("requests_min"),
+        pl.col("requests").cast(pl.Float64).median().alias("requests_median"),
+        pl.col("requests").cast(pl.Int64).max().alias("requests_max"),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        pl.col("top_user_agent").drop_nulls().n_unique().cast(pl.UInt32).alias("user_agents"),
+        (pl.col("top_target_post").mean() >= 0.5).alias("shared_post"),
+        *[_pooled_share(f) for f in _SUMMARY_SHARES],
+        pl.col("client").sort().alias("members"),
     )
     networks = [len({_network(c) for c in group}) for group in table["members"].to_list()]
     table = (
