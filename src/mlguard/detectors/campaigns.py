@@ -234,7 +234,7 @@ def _score(pooled: pl.DataFrame, scorer: ClientScorer) -> np.ndarray:
     """Each group judged as one client: amplified where the typical member is clearly
     suspicious, gated on an action."""
     Z = scorer.deviation(pooled.select(FEATURE_NAMES).to_numpy())
-    amplified = [FEATURE_NAMES.index(name) for name in (*BEHAVIOUR_SHARES, *CONTEXT_SHARES)]
+    amplified = [j for j, name in enumerate(FEATURE_NAMES) if name not in POOLED_COUNTS]
     factor = np.sqrt(np.minimum(pooled["clients"].to_numpy(), MAX_AMPLIFY_CLIENTS)).astype(np.float64)
     part = Z[:, amplified]
     Z[:, amplified] = np.where(part >= CLEAR_Z, np.minimum(part * factor[:, None], _CAP), part)
