@@ -2,9 +2,12 @@
 
 Each job is one tool invocation with one client address, announced through the tool's own
 header option (``X-Forwarded-For``).  nmap has no generic header option, so it goes through a
-per-actor relay (``bench.lab.xffproxy``).  Every job is bounded: a bounded word/password list or
-module set, a real-time timeout (the process group is killed on expiry) and, where the tool has
-one, its own time limit.  Throttled ("slow") jobs use the tool's own delay option.
+per-actor relay (``bench.lab.xffproxy``).  Distributed campaigns (``*-rotating``) are one tool
+invocation too, but through a *rotating* relay that announces a new address from the job's pool
+every few requests, so one tool run shows up as many clients.  Every job is bounded: a bounded
+word/password list or module set, a real-time timeout (the process group is killed on expiry)
+and, where the tool has one, its own time limit.  Throttled ("slow") jobs use the tool's own delay
+option.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.lab.benign import BROWSER_UAS
+from bench.lab.ips import IpAllocator
 
 DIRB_LIST = Path("/usr/share/dirb/wordlists/big.txt")
 DIRB_SMALL = Path("/usr/share/dirb/wordlists/common.txt")
@@ -46,6 +52,12 @@ class Job:
     proxy_cap: int = 0
     proxy_delay: float = 0.0    # real seconds the relay waits before each request (throttling)
     files: dict[str, str] = field(default_factory=dict)  # name -> content, written to the job dir
+    rotation: list[tuple[str, int]] = field(default_factory=list)  # rotating relay: (address, units)
+    unit_start: str | None = None  # rotating relay: regex on "METHOD target" that starts a unit
+
+    def addresses(self) -> list[str]:
+        """Every address this job may be seen from (the label set): its pool, or its one IP."""
+        return [ip for ip, _ in self.rotation] if self.rotation else [self.ip]
 
 
 @dataclass
@@ -160,19 +172,20 @@ def _hydra_hdr(header: str) -> str:
     return header.replace(":", "\\:")
 
 
+def _leaked_combo(ctx: Ctx) -> str:
+    if ctx.rng.random() < 0.15:  # a real user of this site, leaked with a password from elsewhere
+        user = ctx.rng.choice(sorted(ctx.accounts))
+        pw = ctx.accounts[user] if ctx.rng.random() < 0.1 else ctx.rng.choice(COMMON_PASSWORDS)
+    else:
+        user = (f"{ctx.rng.choice(_FIRST)}{ctx.rng.choice(('.', '_', ''))}{ctx.rng.choice(_FIRST)}"
+                f"{ctx.rng.randint(1, 99)}@{ctx.rng.choice(_DOMAINS)}")
+        pw = ctx.rng.choice(COMMON_PASSWORDS)
+    return f"{user}:{pw}"
+
+
 def hydra_stuffing(ctx: Ctx, ip: str, start: float, ua: str | None) -> Job:
     """Credential stuffing from one IP: 2-5 leaked ``email:password`` pairs, hydra ``-C``."""
-    real_users = sorted(ctx.accounts)
-    combos = []
-    for _ in range(ctx.rng.randint(2, 5)):
-        if ctx.rng.random() < 0.15:  # a real user of this site, leaked with a password from elsewhere
-            user = ctx.rng.choice(real_users)
-            pw = ctx.accounts[user] if ctx.rng.random() < 0.1 else ctx.rng.choice(COMMON_PASSWORDS)
-        else:
-            user = (f"{ctx.rng.choice(_FIRST)}{ctx.rng.choice(('.', '_', ''))}{ctx.rng.choice(_FIRST)}"
-                    f"{ctx.rng.randint(1, 99)}@{ctx.rng.choice(_DOMAINS)}")
-            pw = ctx.rng.choice(COMMON_PASSWORDS)
-        combos.append(f"{user}:{pw}")
+    combos = [_leaked_combo(ctx) for _ in range(ctx.rng.randint(2, 5))]
     hdr = f":H={_hydra_hdr(_xff(ip))}"
     if ua:  # most stuffing kits rotate browser User-Agents; hydra's H= replaces its own
         hdr += f":H={_hydra_hdr('User-Agent: ' + ua)}"
@@ -210,6 +223,82 @@ def nmap(ctx: Ctx, ip: str, mode: str, start: float) -> Job:
                proxy_cap=4000 if mode == "noisy" else 60,
                proxy_delay=0.0 if mode == "noisy" else _slow_delay(ctx))
 
+
+# ---------------------------------------------------------------------------------------------
+# Distributed campaigns: one tool run behind a rotating relay (bench.lab.xffproxy rotating mode).
+# The tool talks to the relay ({PROXY_PORT}); the relay forwards each request to nginx's
+# PROXY-protocol port announcing the current address of the job's pool.  gobuster and wget use the
+# relay as their HTTP proxy for the site's name (never resolved: a proxy client sends the URL to the
+# proxy), so Host and Referer name the site as a browser's do; hydra (whose proxy support resolves
+# the target itself) is aimed at the relay's port directly.
+SITE_URL = "http://www.larkspur-tools.example"
+
+
+def _pool(ips: IpAllocator, n: int, blocks: int, block_size: int, v6_share: float,
+          rng: random.Random) -> list[str]:
+    """``n`` addresses: ``blocks`` /24 bursts (a proxy provider's subnets) + scattered ones."""
+    addrs = [ip for _ in range(blocks) for ip in ips.v4_block(block_size)]
+    while len(addrs) < n:
+        addrs.append(ips.v6() if rng.random() < v6_share else ips.v4())
+    addrs = addrs[:n]
+    rng.shuffle(addrs)  # a rotating service hands out subnet neighbours interleaved with the rest
+    return addrs
+
+
+def stuffing_rotating(ctx: Ctx, ips: IpAllocator, start: float, scale: float = 1.0) -> Job:
+    """Credential stuffing over ~100-150 addresses: one ``hydra -C`` run, 2-4 tries per address.
+
+    hydra -t 1 sends ``GET /login`` then ``POST /login`` per try; the relay's unit is one try
+    (a unit starts at ``GET /login``), so both requests of a try leave from the same address.
+    """
+    n = max(5, round(ctx.rng.randint(110, 150) * scale))
+    pool = _pool(ips, n, blocks=max(1, n // 30), block_size=6, v6_share=0.0, rng=ctx.rng)
+    rotation = [(ip, ctx.rng.choices((2, 3, 4), weights=(1, 2, 1))[0]) for ip in pool]
+    combos = [_leaked_combo(ctx) for _ in range(sum(k for _, k in rotation))]
+    ua = ctx.rng.choice(BROWSER_UAS)
+    form = (f"/login:username=^USER^&password=^PASS^:H={_hydra_hdr('User-Agent: ' + ua)}"
+            ":F=Invalid username or password")
+    argv = ["hydra", "-C", "{DIR}/combos.txt", "-I", "-t", "1", "-o", "{DIR}/hydra.out",
+            "-s", "{PROXY_PORT}", "127.0.0.1", "http-post-form", form]
+    # ~7 requests per real second on its own; the relay's hold brings it to ~4 (x60: ~2-3 log hours).
+    return Job("stuffing-rotating", pool[0], argv, start, 420, "rotating", via_proxy=True,
+               proxy_delay=0.08, files={"combos.txt": "\n".join(combos) + "\n"},
+               rotation=rotation, unit_start=r"GET /login\b")
+
+
+def dirprobe_rotating(ctx: Ctx, ips: IpAllocator, start: float, scale: float = 1.0) -> Job:
+    """A gobuster directory probe (600-1000 words) split across ~100 addresses, 5-10 requests each."""
+    words = ctx.rng.randint(600, 1000)
+    need = words + 1 + 10  # + gobuster's wildcard check + slack
+    per: list[int] = []
+    while sum(per) < need:
+        per.append(ctx.rng.randint(5, 10))
+    pool = _pool(ips, len(per), blocks=2, block_size=8, v6_share=0.0, rng=ctx.rng)
+    rotation = list(zip(pool, per, strict=True))
+    ua = ctx.rng.choice(BROWSER_UAS)
+    argv = ["gobuster", "dir", "-u", SITE_URL + "/", "--proxy", "http://127.0.0.1:{PROXY_PORT}",
+            "-w", "{DIR}/words.txt", "-a", ua, "-q", "-z", "--no-error", "--timeout", "10s", "-t", "3"]
+    return Job("dirprobe-rotating", pool[0], argv, start, 300, "rotating", via_proxy=True,
+               proxy_delay=0.3, files={"words.txt": _wordlist(ctx, words)}, rotation=rotation)
+
+
+def scraper_rotating(ctx: Ctx, ips: IpAllocator, start: float, scale: float = 1.0) -> Job:
+    """A site scrape with ``wget --recursive --level 3`` (robots.txt ignored, browser UA), a new
+    address every 3-6 requests; some residential proxies are IPv6."""
+    per = [ctx.rng.randint(3, 6) for _ in range(22)]  # >= 66 requests; a full crawl is ~62
+    pool = _pool(ips, len(per), blocks=1, block_size=6, v6_share=0.15, rng=ctx.rng)
+    rotation = list(zip(pool, per, strict=True))
+    ua = ctx.rng.choice(BROWSER_UAS)
+    argv = ["wget", "--recursive", "--level", "3", "-e", "robots=off", "--no-verbose",
+            "--user-agent", ua, "--wait", "0.5", "--random-wait", "--timeout", "10", "--tries", "1",
+            "-e", "use_proxy=on", "-e", "http_proxy=http://127.0.0.1:{PROXY_PORT}",
+            "--directory-prefix", "{DIR}/mirror", SITE_URL + "/"]
+    return Job("scraper-rotating", pool[0], argv, start, 240, "rotating", via_proxy=True,
+               files={}, rotation=rotation)
+
+
+CAMPAIGNS = {"stuffing-rotating": stuffing_rotating, "dirprobe-rotating": dirprobe_rotating,
+             "scraper-rotating": scraper_rotating}
 
 BUILDERS = {"gobuster": gobuster, "dirb": dirb, "wfuzz": wfuzz, "ffuf": ffuf, "sqlmap": sqlmap,
             "hydra": hydra, "whatweb": whatweb, "wapiti": wapiti, "nmap": nmap}

@@ -15,7 +15,7 @@ $SUDO apt-get install -y -qq --no-install-recommends nginx-light faketime libfak
   || $SUDO apt-get install -y -qq --no-install-recommends nginx faketime libfaketime
 
 # Tools: one at a time so a single missing package does not block the rest.
-for pkg in sqlmap gobuster dirb wfuzz hydra ffuf whatweb wapiti nmap; do
+for pkg in sqlmap gobuster dirb wfuzz hydra ffuf whatweb wapiti nmap wget; do
   if dpkg -s "$pkg" >/dev/null 2>&1; then
     echo "ok: $pkg already installed"
   elif $SUDO apt-get install -y -qq --no-install-recommends "$pkg"; then

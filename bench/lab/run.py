@@ -34,7 +34,7 @@ from bench.lab.xffproxy import XffProxy
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ["nginx", "nginx-light", "libfaketime", "faketime", "sqlmap", "gobuster", "dirb", "wfuzz",
-            "hydra", "ffuf", "whatweb", "wapiti", "nmap"]
+            "hydra", "ffuf", "whatweb", "wapiti", "nmap", "wget"]
 _LINE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "[^"]*" (\d{3}) ')
 
 
@@ -70,6 +70,8 @@ class JobRunner:
     def _run(self, i: int, job: Job) -> None:
         rec: dict[str, Any] = {"actor": job.actor, "ip": job.ip, "mode": job.mode,
                                "planned_start_log_s": round(job.start, 1)}
+        if job.rotation:
+            rec["ip"] = f"{len(job.rotation)} rotating addresses"
         with self.lock:
             self.records.append(rec)
         tool = job.argv[0]
@@ -90,7 +92,8 @@ class JobRunner:
                 (d / name).write_text(content)
             proxy = None
             if job.via_proxy:
-                proxy = XffProxy(self.pp_port, job.ip, job.proxy_cap, job.proxy_delay).start()
+                proxy = XffProxy(self.pp_port, job.ip, job.proxy_cap, job.proxy_delay,
+                                 rotation=job.rotation, unit_start=job.unit_start).start()
             argv = [a.replace("{DIR}", str(d)).replace("{PROXY_PORT}", str(proxy.port if proxy else ""))
                     for a in job.argv]
             rec["argv"] = argv
@@ -122,6 +125,8 @@ class JobRunner:
             rec["real_duration_s"] = round(time.monotonic() - t0, 1)
             if proxy:
                 rec["proxy_requests"] = proxy.count
+                if job.rotation:
+                    rec["rotation"] = _rotation_stats(job, proxy)
                 proxy.stop()
             _truncate(logf, 200_000)
 
@@ -135,6 +140,19 @@ class JobRunner:
         end = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, end - time.monotonic()))
+
+
+def _rotation_stats(job: Job, proxy: XffProxy) -> dict[str, Any]:
+    """What the rotating relay announced: addresses used, requests and units per address."""
+    per = [proxy.sent[ip] for ip, _ in job.rotation if proxy.sent[ip]]
+    planned = sum(n for _, n in job.rotation)
+    return {"addresses_planned": len(job.rotation), "addresses_used": len(per),
+            "units_planned": planned, "units_started": min(proxy.units, planned),
+            "unit": "request" if job.unit_start is None else f"run of requests starting /{job.unit_start}/",
+            "requests_forwarded": sum(per), "refused_after_schedule": max(0, proxy.count - sum(per)),
+            "requests_per_address": {"min": min(per, default=0), "max": max(per, default=0),
+                                     "mean": round(sum(per) / len(per), 2) if per else 0},
+            "units_per_address_planned": dict(sorted(Counter(n for _, n in job.rotation).items()))}
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -222,7 +240,9 @@ def run_scenario(sc: Scenario, seed: int, out: Path, minutes: float, scale: floa
         jobs = sc.plan(ctx, ips, log_seconds, scale)
         planned = sim.labels()
         for j in jobs:
-            planned[j.ip] = ("malicious", j.actor)
+            for ip in j.addresses():
+                planned[ip] = ("malicious", j.actor)
+        rotating = {ip for j in jobs if j.rotation for ip in j.addresses()}
         runner = JobRunner(jobs, clock, pp_port, work, out, max_parallel=6 if sc.stuffing_ips else 4,
                            run_deadline=clock.t0 + minutes * 60)
         print(f"[lab] {sc.name}: seed={seed} speed=x{speed:g} minutes={minutes:g} "
@@ -260,7 +280,7 @@ def run_scenario(sc: Scenario, seed: int, out: Path, minutes: float, scale: floa
             w.writerow([ip, *planned[ip]])
     no_xff = _count_no_xff(work / "diag.log")
     silent = sorted({f"{a}@{ip}" for ip, (_, a) in planned.items() if ip not in in_log and a not in
-                     ("browser", "browser-nat")})
+                     ("browser", "browser-nat") and ip not in rotating})
     run = {
         "scenario": sc.name, "description": sc.description, "seed": seed, "scale": scale,
         "speed": speed, "real_minutes_budget": minutes, "log_start": sc.log_start + " UTC",
@@ -273,7 +293,9 @@ def run_scenario(sc: Scenario, seed: int, out: Path, minutes: float, scale: floa
         "labels": {"ips_in_log": len(in_log), "labelled": len(in_log & set(planned)),
                    "unlabelled_ips": unlabelled, "requests_without_xff": no_xff,
                    "planned_ips_absent_from_log": len(set(planned) - in_log),
-                   "non_browser_actors_absent": silent},
+                   "non_browser_actors_absent": silent,
+                   # a rotating pool is sized with slack; its unused tail never reaches the log
+                   "rotating_pool_addresses_unused": len(rotating - in_log)},
         "benign_requests_sent": dict(sim.counter) if sim else {},
         "jobs": runner.records if runner else [],
     }

@@ -22,6 +22,8 @@ class Scenario:
     benign_extra: dict[str, object] = field(default_factory=dict)
     tools: list[tuple[str, str, float, float]] = field(default_factory=list)  # tool, mode, start window
     stuffing_ips: int = 0
+    # distributed campaigns: (attacks.CAMPAIGNS name, start window), one rotating-relay job each
+    campaigns: list[tuple[str, float, float]] = field(default_factory=list)
 
     def benign(self, scale: float) -> BenignConfig:
         cfg = BenignConfig(users=max(5, round(self.users * scale)))
@@ -45,6 +47,9 @@ class Scenario:
             for ip in addrs:
                 ua = ctx.rng.choice(BROWSER_UAS) if ctx.rng.random() < 0.6 else None
                 jobs.append(attacks.hydra_stuffing(ctx, ip, ctx.rng.uniform(lo, 0.92) * log_seconds, ua))
+        for name, lo, hi in self.campaigns:  # after the rest, so older scenarios plan as before
+            start = ctx.rng.uniform(lo, hi) * log_seconds
+            jobs.append(attacks.CAMPAIGNS[name](ctx, ips, start, scale))
         jobs.sort(key=lambda j: j.start)
         return jobs
 
@@ -72,6 +77,14 @@ SCENARIOS: dict[str, Scenario] = {
                                "crawl_rest": (7200.0, 14400.0)},
                  tools=[("whatweb", "noisy", 0.1, 0.9), ("gobuster", "noisy", 0.1, 0.9),
                         ("hydra", "slow", 0.1, 0.6)]),
+        Scenario("distributed", "distributed attacks through a rotating relay: credential stuffing "
+                 "(hydra, ~130 IPs x 2-4 tries), a gobuster probe split over ~110 IPs, a wget "
+                 "scraper rotating its address every 3-6 requests",
+                 speed=60, minutes=9, log_start="2026-11-24 08:00:00", users=200,
+                 benign_extra={"login_share": 0.35},
+                 campaigns=[("stuffing-rotating", 0.08, 0.3), ("dirprobe-rotating", 0.35, 0.55),
+                            ("scraper-rotating", 0.05, 0.25), ("scraper-rotating", 0.45, 0.6),
+                            ("scraper-rotating", 0.7, 0.8)]),
     )
 }
 
