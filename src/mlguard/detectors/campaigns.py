@@ -13,11 +13,15 @@ behave, and each group is judged as one client:
    of clients cost a few thousand points). Each DBSCAN cluster is then split by what members
    concretely share: the same most-requested path template, or else the same user agent. A
    group is a campaign when at least `MIN_CLIENTS` clients share it.
-3. **Score**: the campaign as one client: shares are the typical member's (unshrunk), volumes
-   are the campaign's totals; a share on which the typical member is clearly suspicious counts
+3. **Score**: only groups whose typical member sends few requests (a campaign spreads itself
+   thin), judged as one client: the typical member's unshrunk features and the campaign's total
+   volumes; every feature on which the typical member is clearly suspicious counts
    `sqrt(members)` times (k clients agreeing is stronger evidence than one), and the score is
    gated on an *action* (errors, POSTs, unusual methods, injection markers), never on looks
    alone, so a fleet of crawlers or link-preview fetchers with odd user agents stays a crowd.
+4. **Recruits**: a campaign that scores recruits the clients that did its thing and nothing
+   else (few requests, mostly to its path, no page assets) though they did nothing suspicious
+   themselves: the spam bot that fetched the sign-up form and was cut off before it posted.
 
 No I/O here: the CLI, the daemon, Lambda and Spark all call `find_campaigns` on a feature table.
 """
