@@ -18,7 +18,8 @@ behave, and each group is judged as one client:
    volumes; every feature on which the typical member is clearly suspicious counts
    `sqrt(members)` times (k clients agreeing is stronger evidence than one), and the score is
    gated on an *action* (errors, POSTs, unusual methods, injection markers), never on looks
-   alone, so a fleet of crawlers or link-preview fetchers with odd user agents stays a crowd.
+   alone, so a fleet of crawlers with odd user agents stays a crowd (and errors on page assets,
+   broken links that link-preview fetchers follow, are no action).
 4. **Recruits**: a campaign that scores recruits the clients that did its thing and nothing
    else (few requests, mostly to its path, no page assets) though they did nothing suspicious
    themselves: the spam bot that fetched the sign-up form and was cut off before it posted.
@@ -73,6 +74,8 @@ BEHAVIOUR_SHARES = (
 LOOKS = ("ratio_sensitive", "ratio_tool_user_agent", "ratio_no_user_agent")
 # The gate: a campaign must *do* something suspicious (errors, POSTs, unusual methods, markers).
 ACTION_SHARES = tuple(name for name in BEHAVIOUR_SHARES if name not in LOOKS)
+ERROR_SHARES = ("ratio_4xx", "ratio_404", "ratio_401_403", "ratio_429", "ratio_5xx")
+ASSET_CROWD = 0.5  # typical member's share of static assets above which its errors are broken links
 # Context shares amplified along with behaviour (no assets, no referer from every member), but
 # never enough on their own: the gate looks at actions only.
 CONTEXT_SHARES = ("ratio_static", "ratio_no_referer")
@@ -242,7 +245,13 @@ def _score(pooled: pl.DataFrame, scorer: ClientScorer) -> np.ndarray:
     factor = np.sqrt(np.minimum(pooled["clients"].to_numpy(), MAX_AMPLIFY_CLIENTS)).astype(np.float64)
     part = Z[:, amplified]
     Z[:, amplified] = np.where(part >= CLEAR_Z, np.minimum(part * factor[:, None], _CAP), part)
-    actions = Z[:, [FEATURE_NAMES.index(name) for name in ACTION_SHARES]].max(axis=1)
+    action = Z[:, [FEATURE_NAMES.index(name) for name in ACTION_SHARES]]
+    # Errors on page assets are broken links, not probes: a link shared on a social network
+    # sends its preview fetchers to the same missing image.
+    on_assets = pooled["ratio_static"].to_numpy() >= ASSET_CROWD
+    errors = [ACTION_SHARES.index(name) for name in ERROR_SHARES]
+    action[np.ix_(on_assets, errors)] = 0.0
+    actions = action.max(axis=1)
     gate = np.where(actions >= CLEAR_Z, np.clip(actions / EVIDENCE_FULL, 0.0, 1.0), 0.0)
     return np.round(scorer.ensemble_score(Z) * gate, 4)
 
