@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlguard import __version__
+from mlguard.cli_decisions import decisions_app
 from mlguard.decisions.policy import (
     ALERT,
     BLOCK,
@@ -35,11 +36,12 @@ from mlguard.decisions.policy import (
     Policy,
     parse_networks,
 )
+from mlguard.decisions.store import DecisionStore
 from mlguard.detectors.ensemble import preload
 from mlguard.detectors.model import build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.evaluation import Evaluation, evaluate, load_labels
-from mlguard.explain.reasons import campaign_behaviour, describe, safe_text
+from mlguard.explain.reasons import campaign_behaviour, describe, escape_json_text, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS, get_format
@@ -54,6 +56,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output is read by people too (less, a ticket): give tables room instead of 80 columns.
+app.add_typer(decisions_app, name="decisions")
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -259,7 +262,6 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_RAW_CONTROL = re.compile("[\x7f-\x9f]")
 MEMBERS_SHOWN = 5  # in the campaigns table; --json lists them all
 
 
@@ -288,12 +290,7 @@ def _json_lines(findings: pl.DataFrame) -> str:
 
 
 def _escape_json(text: str) -> str:
-    # JSON escapes C0 controls; C1 controls and DEL may pass raw, and a terminal that `cat`s the
-    # file would obey them. They can only occur inside strings, so escape them there (ASCII
-    # text without DEL, the usual case, holds none: skip the scan of 100s of MB).
-    if text.isascii() and "\x7f" not in text:
-        return text
-    return _RAW_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return escape_json_text(text)
 
 
 def _summary(result: ReadResult, detection: Detection | None) -> None:
@@ -375,6 +372,15 @@ def detect(
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the table.")] = 30,
+    state_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            envvar="MLGUARD_STATE",
+            dir_okay=False,
+            help="Decision store (SQLite): its allow entries are honoured and the verdicts recorded.",
+        ),
+    ] = None,
     campaigns: CampaignsOpt = True,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -386,6 +392,9 @@ def detect(
     policy = _policy(
         alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
     )
+    store = DecisionStore(state_path) if state_path is not None else None
+    if store is not None:
+        policy.allow = [*policy.allow, *store.allowed()]  # feedback that persists
     result, detection = _detect(
         paths,
         policy,
@@ -407,6 +416,15 @@ def detect(
     else:
         _table(detection.findings, top)
     _summary(result, detection)
+    if store is not None:
+        with store:
+            counts = store.record(detection.findings, datetime.now(UTC).replace(microsecond=0), policy)
+        err.print(
+            Text(
+                f"  decisions in {safe_text(state_path)}: {counts['new']} new, "
+                f"{counts['refreshed']} refreshed, {counts['allowed']} flagged but allowed"
+            )
+        )
 
 
 @app.command()

@@ -50,7 +50,7 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return address
 
 
-def _client_network(text: str) -> Network | None:
+def client_network(text: str) -> Network | None:
     """A client as a network: one address (/32, /128), or a prefix when clients are grouped."""
     if "/" in text:
         try:
@@ -81,7 +81,7 @@ class Policy:
 
     def protection(self, client: str) -> str | None:
         """Why this client may never be blocked, or None."""
-        network = _client_network(client)
+        network = client_network(client)
         if network is None:
             return "not an IP address"
         if any(network.version == net.version and network.overlaps(net) for net in self.allow):

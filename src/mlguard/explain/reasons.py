@@ -15,6 +15,7 @@ MAX_REASONS = 3
 MIN_CONTRIBUTION = 1.0  # the client is in the top 10% of the baseline on that feature
 _EXAMPLE_CHARS = 80
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RAW_IN_JSON = re.compile("[\x7f-\x9f]")
 
 
 def safe_text(value: object, limit: int | None = None) -> str:
@@ -27,6 +28,14 @@ def safe_text(value: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def escape_json_text(text: str) -> str:
+    """JSON text with DEL and C1 controls escaped too (JSON escapes only C0 controls, and a
+    terminal that `cat`s the file would obey C1 ones). They can only occur inside strings."""
+    if text.isascii() and "\x7f" not in text:  # the usual case: skip the scan of 100s of MB
+        return text
+    return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _pct(part: float, whole: float) -> str:

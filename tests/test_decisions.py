@@ -1,0 +1,148 @@
+"""The decision store: a real SQLite file, the detector's verdicts recorded, a person's feedback
+(allow, unblock, block) kept, TTLs, and survival of `kill -9` in the middle of writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from mlguard.cli import app
+from mlguard.decisions.store import BLOCK_TTL, DecisionStore
+from mlguard.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "access.log"
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def findings(*rows: tuple[str, str, float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "client": [r[0] for r in rows],
+            "verdict": [r[1] for r in rows],
+            "score": [r[2] for r in rows],
+            "reasons": [[f"reason for {r[0]}"] for r in rows],
+        }
+    )
+
+
+def test_verdicts_are_recorded_once_refreshed_and_expire(tmp_path: Path) -> None:
+    with DecisionStore(tmp_path / "state.db") as store:
+        counts = store.record(findings(("203.0.113.7", "alert", 0.6), ("198.51.100.9", "block", 0.8)), T0)
+        assert counts == {"new": 2, "refreshed": 0, "allowed": 0}
+        # Seen again: the same decisions, refreshed; an alert that became a block supersedes it.
+        later = T0 + timedelta(minutes=10)
+        counts = store.record(findings(("203.0.113.7", "block", 0.9), ("198.51.100.9", "block", 0.85)), later)
+        assert counts == {"new": 1, "refreshed": 1, "allowed": 0}
+        active = {(d.client, d.verdict) for d in store.list()}
+        assert active == {("203.0.113.7", "block"), ("198.51.100.9", "block")}
+        refreshed = next(d for d in store.list() if d.client == "198.51.100.9")
+        assert refreshed.score == 0.85 and refreshed.expires == iso(later + BLOCK_TTL)
+        assert store.expire(later + BLOCK_TTL - timedelta(seconds=1)) == 0
+        assert store.expire(later + BLOCK_TTL) == 2
+        assert store.list() == []
+        # A repeat offender is blocked for longer each time.
+        store.record(findings(("198.51.100.9", "block", 0.8)), T0 + timedelta(days=1))
+        again = store.list(verdict="block")[0]
+        assert again.expires == iso(T0 + timedelta(days=1) + 2 * BLOCK_TTL)
+
+
+def test_allow_is_feedback_that_persists(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with DecisionStore(path) as store:
+        store.record(findings(("203.0.113.7", "block", 0.9), ("203.0.113.8", "alert", 0.6)), T0)
+        assert store.allow("203.0.113.0/24", T0, "our office") == 2
+        assert store.list(verdict="block") == []
+    with DecisionStore(path) as store:  # reopened: the allow is still there
+        counts = store.record(findings(("203.0.113.7", "block", 0.95)), T0 + timedelta(days=30))
+        assert counts["allowed"] == 1 and store.list(verdict="block") == []
+        with pytest.raises(UsageError, match="allowed"):
+            store.block("203.0.113.50", T0, "by hand")
+        with pytest.raises(UsageError, match="private"):
+            store.block("10.1.2.3", T0, "by hand")
+        decision = store.block("81.2.69.160", T0, "by hand", ttl=timedelta(minutes=30))
+        assert decision > 0 and store.unblock("81.2.69.160", "mistake") == 1
+        assert [d.state for d in store.history("81.2.69.160")] == ["revoked"]
+
+
+def test_detect_state_honours_allow_and_records(tmp_path: Path) -> None:
+    """End to end through the CLI on the bundled example: the blocked scanner is recorded; once a
+    person allows it, a new run neither blocks nor records it."""
+    runner = CliRunner()
+    state = str(tmp_path / "state.db")
+    first = runner.invoke(app, ["detect", str(EXAMPLE), "--json", "--no-progress", "--state", state])
+    assert first.exit_code == 0, first.output
+    blocked = [json.loads(line)["ip"] for line in first.stdout.splitlines() if '"verdict":"block"' in line]
+    assert blocked
+    listed = runner.invoke(app, ["decisions", "list", "--state", state, "--json"])
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {"ip", "verdict", "score", "reasons", "created", "expires", "origin", "state"} <= set(rows[0])
+    assert {r["ip"] for r in rows if r["verdict"] == "block"} == set(blocked)
+    allow = ["decisions", "allow", blocked[0], "--state", state, "--reason", "our scanner"]
+    allowed = runner.invoke(app, allow)
+    assert allowed.exit_code == 0, allowed.output
+    second = runner.invoke(app, ["detect", str(EXAMPLE), "--json", "--no-progress", "--state", state])
+    again = next(json.loads(line) for line in second.stdout.splitlines() if blocked[0] in line)
+    assert again["verdict"] == "pass" and again["protected"] == "allowlisted"
+    shown = runner.invoke(app, ["decisions", "show", blocked[0], "--state", state])
+    assert "revoked" in shown.stdout and "allow" in shown.stdout
+    bad = runner.invoke(app, ["decisions", "list", "--state", state, "--verdict", "nuke"])
+    assert bad.exit_code != 0
+
+
+WRITER = """
+import sys
+from datetime import UTC, datetime, timedelta
+import polars as pl
+from mlguard.decisions.store import DecisionStore
+store = DecisionStore(sys.argv[1])
+t0 = datetime(2026, 11, 28, tzinfo=UTC)
+for i in range(100000):
+    host = f"{i // 250 % 250}.{i % 250 + 1}"
+    rows = pl.DataFrame({"client": [f"198.18.{host}", f"198.19.{host}"], "verdict": ["block", "alert"],
+                         "score": [0.9, 0.6], "reasons": [["x" * 500], ["y"]]})
+    store.record(rows, t0 + timedelta(seconds=i))
+    print(i + 1, flush=True)
+"""
+
+
+def test_store_survives_kill_9_mid_write(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert child.stdout is not None
+    committed = 0
+    deadline = time.monotonic() + 60
+    while committed < 300 and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        committed = int(line)
+    os.kill(child.pid, signal.SIGKILL)  # in the middle of the next transaction, most likely
+    child.wait(timeout=30)
+    assert committed >= 300
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    db.close()
+    # Every transaction the writer saw committed is there; at most the one it was in is not.
+    assert 2 * committed <= rows <= 2 * (committed + 1)
+    with DecisionStore(path) as store:  # and the store opens and works after the crash
+        assert len(store.list(verdict="block")) >= committed
+        store.record(findings(("192.0.2.1", "block", 0.9)), T0)
