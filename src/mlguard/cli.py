@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +46,7 @@ from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.formats import AUTO, FORMATS, get_format
 from mlguard.identity import ClientIdentity, parse_address
 from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
+from mlguard.spans import parse_span
 
 app = typer.Typer(
     name="mlguard",
@@ -194,18 +194,14 @@ def _policy(
     )
 
 
-_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
-_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def _when(value: str | None, flag: str) -> datetime | None:
     """A --since/--until value as an aware UTC datetime."""
     if value is None:
         return None
     text = value.strip()
-    span = _SPAN.match(text.lower())
-    if span:
-        return datetime.now(UTC) - timedelta(seconds=int(span.group(1)) * _SPAN_SECONDS[span.group(2)])
+    span = parse_span(text)
+    if span is not None:
+        return datetime.now(UTC) - span
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

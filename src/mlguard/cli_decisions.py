@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.text import Text
 from mlguard.decisions.store import ACTIVE, ALLOW, BLOCK_TTL, EXPIRED, REVOKED, Decision, DecisionStore
 from mlguard.errors import UsageError
 from mlguard.explain.reasons import escape_json_text, safe_text
+from mlguard.spans import parse_span
 
 decisions_app = typer.Typer(
     help="List and manage decisions in the store: allow (feedback that persists), unblock, block, expire.",
@@ -30,16 +30,14 @@ StateOpt = Annotated[
     typer.Option("--state", envvar="MLGUARD_STATE", help="The decision store (SQLite file).", dir_okay=False),
 ]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: kept with the decision.")]
-_SPAN = re.compile(r"^(\d+)\s*([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_ttl(value: str) -> timedelta:
     """A TTL such as 30m, 4h, 7d."""
-    match = _SPAN.match(value.strip().lower())
-    if not match or int(match.group(1)) == 0:
+    span = parse_span(value)
+    if span is None or span <= timedelta(0):
         raise UsageError(f"--ttl '{safe_text(value, 20)}' is not a duration: use e.g. 30m, 4h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+    return span
 
 
 def _now() -> datetime:
