@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlguard import __version__
-from mlguard.cli_decisions import decisions_app
+from mlguard.cli_decisions import decisions_app, enforce_command
 from mlguard.decisions.policy import (
     ALERT,
     BLOCK,
@@ -57,6 +57,7 @@ app = typer.Typer(
 )
 # Piped output is read by people too (less, a ticket): give tables room instead of 80 columns.
 app.add_typer(decisions_app, name="decisions")
+app.command("enforce")(enforce_command)
 out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -144,3 +144,39 @@ def expire_command(state_path: StateOpt) -> None:
     with DecisionStore(state_path) as store:
         count = store.expire(_now())
     err.print(Text(f"{count} decision(s) expired"))
+
+
+def enforce_command(
+    state_path: StateOpt,
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", help="POST new alerts and blocks to this URL.")
+    ] = None,
+    webhook_style: Annotated[
+        str, typer.Option("--webhook-style", help="json (generic) or slack (incoming webhook).")
+    ] = "json",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
+    ] = False,
+) -> None:
+    """Push the store's active decisions to the enforcers given (each delivers a decision once)."""
+    from mlguard.enforcers import get_enforcer
+    from mlguard.errors import EnforcerError
+
+    if webhook is None:
+        raise UsageError("name at least one target: --webhook URL")
+    with DecisionStore(state_path) as store:
+        store.expire(_now())
+        active = store.list()
+        enforcer = get_enforcer("webhook", url=webhook, store=store, style=webhook_style)
+        if dry_run:
+            pending = enforcer.pending(active)
+            for d in pending:
+                out.print(Text(f"would send: {d.verdict} {safe_text(d.client, 45)} (decision {d.id})"))
+            err.print(Text(f"dry run: {len(pending)} decision(s) would be sent to {safe_text(webhook, 80)}"))
+            return
+        result = enforcer.sync(active)
+        enforcer.close()
+    summary = f"{result.sent} sent, {result.unchanged} already delivered, {result.failed} kept for later"
+    err.print(Text(f"webhook: {summary}"))
+    if result.failed:
+        raise EnforcerError(result.messages[0])

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_client ON decisions (client, state);
 CREATE INDEX IF NOT EXISTS decisions_state ON decisions (state, verdict);
+CREATE TABLE IF NOT EXISTS deliveries (  -- which decision reached which target (webhooks)
+    decision_id INTEGER NOT NULL REFERENCES decisions (id),
+    target TEXT NOT NULL,
+    delivered TEXT NOT NULL,
+    PRIMARY KEY (decision_id, target)
+);
 """
 
 
@@ -173,7 +179,19 @@ class DecisionStore:
                 return entry
         return None
 
+    def undelivered(self, target: str, decisions: list[Decision]) -> list[Decision]:
+        """The decisions not yet delivered to `target`."""
+        rows = self._db.execute("SELECT decision_id FROM deliveries WHERE target = ?", (target,))
+        done = {r[0] for r in rows}
+        return [d for d in decisions if d.id not in done]
+
     # Writing
+
+    def mark_delivered(self, target: str, ids: list[int], now: datetime) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?)", [(i, target, _iso(now)) for i in ids]
+            )
 
     def expire(self, now: datetime) -> int:
         """Mark every active decision whose TTL has passed as expired; how many."""
