@@ -154,29 +154,45 @@ def enforce_command(
     webhook_style: Annotated[
         str, typer.Option("--webhook-style", help="json (generic) or slack (incoming webhook).")
     ] = "json",
+    nginx_include: Annotated[
+        Path | None,
+        typer.Option("--nginx-include", dir_okay=False, help="Keep this nginx include file of deny lines."),
+    ] = None,
+    nginx_command: Annotated[
+        str, typer.Option("--nginx-command", help="How to call nginx for -t and -s reload.")
+    ] = "nginx",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
     ] = False,
 ) -> None:
-    """Push the store's active decisions to the enforcers given (each delivers a decision once)."""
-    from mlguard.enforcers import get_enforcer
+    """Push the store's active decisions to the enforcers given: a webhook gets each new decision
+    once; nginx gets an include file with a deny line per active block (expired ones released)."""
+    from mlguard.enforcers import Enforcer, get_enforcer
     from mlguard.errors import EnforcerError
 
-    if webhook is None:
-        raise UsageError("name at least one target: --webhook URL")
+    if webhook is None and nginx_include is None:
+        raise UsageError("name at least one target: --webhook URL or --nginx-include FILE")
+    failures: list[str] = []
     with DecisionStore(state_path) as store:
         store.expire(_now())
         active = store.list()
-        enforcer = get_enforcer("webhook", url=webhook, store=store, style=webhook_style)
-        if dry_run:
-            pending = enforcer.pending(active)
-            for d in pending:
-                out.print(Text(f"would send: {d.verdict} {safe_text(d.client, 45)} (decision {d.id})"))
-            err.print(Text(f"dry run: {len(pending)} decision(s) would be sent to {safe_text(webhook, 80)}"))
-            return
-        result = enforcer.sync(active)
-        enforcer.close()
-    summary = f"{result.sent} sent, {result.unchanged} already delivered, {result.failed} kept for later"
-    err.print(Text(f"webhook: {summary}"))
-    if result.failed:
-        raise EnforcerError(result.messages[0])
+        enforcers: list[Enforcer] = []
+        if webhook is not None:
+            enforcers.append(get_enforcer("webhook", url=webhook, store=store, style=webhook_style))
+        if nginx_include is not None:
+            enforcers.append(get_enforcer("nginx", include=nginx_include, command=nginx_command))
+        for enforcer in enforcers:
+            if dry_run:
+                pending = enforcer.pending(active)
+                for d in pending:
+                    out.print(Text(f"would send to {enforcer.name}: {d.verdict} {safe_text(d.client, 45)}"))
+                err.print(Text(f"dry run: {len(pending)} new decision(s) for {enforcer.name}"))
+                continue
+            # One enforcer failing does not stop the others; its decisions wait for the next run.
+            result = enforcer.sync(active)
+            enforcer.close()
+            summary = f"{result.sent} sent, {result.unchanged} already there, {result.failed} kept for later"
+            err.print(Text(f"{enforcer.name}: {summary}"))
+            failures += result.messages if result.failed else []
+    if failures:
+        raise EnforcerError(failures[0])

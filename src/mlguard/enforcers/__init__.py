@@ -18,6 +18,7 @@ from mlguard.errors import UsageError
 
 # name -> "module:class"
 ENFORCERS: dict[str, str] = {
+    "nginx": "mlguard.enforcers.nginx:NginxEnforcer",
     "webhook": "mlguard.enforcers.webhook:WebhookEnforcer",
 }
 
