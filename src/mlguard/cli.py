@@ -283,11 +283,7 @@ def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
 
 
 def _json_lines(findings: pl.DataFrame) -> str:
-    return _escape_json(_output_frame(findings).write_ndjson())
-
-
-def _escape_json(text: str) -> str:
-    return escape_json_text(text)
+    return escape_json_text(_output_frame(findings).write_ndjson())
 
 
 def _summary(result: ReadResult, detection: Detection | None) -> None:
@@ -415,7 +411,7 @@ def detect(
     _summary(result, detection)
     if store is not None:
         with store:
-            counts = store.record(detection.findings, datetime.now(UTC).replace(microsecond=0), policy)
+            counts = store.record(detection.findings, datetime.now(UTC).replace(microsecond=0))
         err.print(
             Text(
                 f"  decisions in {safe_text(state_path)}: {counts['new']} new, "
@@ -647,7 +643,7 @@ def campaigns(
     )
     frame = _campaign_frame(detection, policy)
     if json_out:
-        sys.stdout.write(_escape_json(frame.write_ndjson()))
+        sys.stdout.write(escape_json_text(frame.write_ndjson()))
     else:
         _campaign_table(frame, top)
     _summary(result, detection)
@@ -728,7 +724,7 @@ def evaluate_command(
     )
     ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
     if json_out:
-        sys.stdout.write(_escape_json(json.dumps(ev.as_json())) + "\n")
+        sys.stdout.write(escape_json_text(json.dumps(ev.as_json())) + "\n")
     else:
         _evaluation_tables(ev, top)
     _summary(result, detection)

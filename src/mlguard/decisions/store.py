@@ -98,6 +98,15 @@ class Decision:
         }
 
 
+def _expire(db: sqlite3.Connection, now: datetime) -> int:
+    cur = db.execute(
+        "UPDATE decisions SET state = 'expired' "
+        "WHERE state = 'active' AND expires IS NOT NULL AND expires <= ?",
+        (_iso(now),),
+    )
+    return cur.rowcount
+
+
 def _network(value: str) -> Network:
     return parse_networks([value])[0]
 
@@ -196,12 +205,7 @@ class DecisionStore:
     def expire(self, now: datetime) -> int:
         """Mark every active decision whose TTL has passed as expired; how many."""
         with self._transaction() as db:
-            cur = db.execute(
-                "UPDATE decisions SET state = 'expired' WHERE state = 'active' AND expires IS NOT NULL "
-                "AND expires <= ?",
-                (_iso(now),),
-            )
-            return cur.rowcount
+            return _expire(db, now)
 
     def _block_ttl(self, db: sqlite3.Connection, client: str) -> timedelta:
         earlier = db.execute(
@@ -210,7 +214,7 @@ class DecisionStore:
         ).fetchone()[0]
         return min(BLOCK_TTL * (2 ** min(earlier, 10)), MAX_BLOCK_TTL)
 
-    def record(self, findings: pl.DataFrame, now: datetime, policy: Policy | None = None) -> dict[str, int]:
+    def record(self, findings: pl.DataFrame, now: datetime) -> dict[str, int]:
         """Store the detector's alert and block verdicts of `findings` (client, verdict, score,
         reasons[, campaign]) in one transaction. A client already under an active decision of
         the same verdict has that decision refreshed (score, reasons, expiry), not repeated; a
@@ -219,16 +223,12 @@ class DecisionStore:
         counts = {"new": 0, "refreshed": 0, "allowed": 0}
         if flagged.height == 0:
             return counts
+        # The policy that decided has allowlists of its own; the store's allow entries are
+        # checked here too, so that a caller that did not load them cannot record past them.
         allow = self.allowed()
-        if policy is not None:
-            allow += policy.allow
         has_campaign = "campaign" in flagged.columns
         with self._transaction() as db:
-            db.execute(
-                "UPDATE decisions SET state = 'expired' WHERE state = 'active' AND expires IS NOT NULL "
-                "AND expires <= ?",
-                (_iso(now),),
-            )
+            _expire(db, now)
             for row in flagged.iter_rows(named=True):
                 client, verdict = row["client"], row["verdict"]
                 address = client_network(client)
