@@ -136,3 +136,15 @@ def test_a_grouped_ipv6_prefix_can_be_blocked_but_never_over_an_allowlist() -> N
     policy = Policy(allow=parse_networks(["2a00:1450:1:2::5"]))
     assert policy.protection("2a00:1450:1:2::/64") == "allowlisted"  # the prefix holds an allowed address
     assert policy.protection("2a00:1450:9:9::/64") is None
+
+
+def test_an_ipv6_zone_is_never_an_address_to_block() -> None:
+    """ipaddress keeps the text after '%' as the zone; written into a deny line or a firewall
+    script it would be an injection, so a client with a zone is no address at all."""
+    from mlguard.decisions.policy import client_network
+
+    hostile = "fe80::1%x; return 200 pwned"
+    assert parse_address(hostile) is None
+    assert client_network(hostile) is None
+    assert client_network("fe80::%x/64") is None
+    assert Policy(block_private=True).protection(hostile) == "not an IP address"

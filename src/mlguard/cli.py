@@ -18,13 +18,38 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from mlguard import __version__
-from mlguard.cli_decisions import decisions_app, enforce_command
+from mlguard.cli_decisions import decisions_app
+from mlguard.cli_enforcers import enforce_command
+from mlguard.cli_options import (
+    AlertOpt,
+    AllowOpt,
+    BlockOpt,
+    BlockPrivateOpt,
+    CampaignsOpt,
+    FormatOpt,
+    Ipv6Opt,
+    MinBlockOpt,
+    ModelOpt,
+    PathsArg,
+    ProgressOpt,
+    SeedOpt,
+    SinceOpt,
+    StrictOpt,
+    TrustedOpt,
+    UntilOpt,
+    VerboseOpt,
+    WindowOpt,
+    err,
+    identity_from,
+    out,
+    policy_from,
+)
+from mlguard.cli_watch import watch_command
 from mlguard.decisions.policy import (
     ALERT,
     BLOCK,
@@ -33,7 +58,6 @@ from mlguard.decisions.policy import (
     DEFAULT_MIN_BLOCK_REQUESTS,
     PASS,
     Policy,
-    parse_networks,
 )
 from mlguard.decisions.store import DecisionStore
 from mlguard.detectors.ensemble import preload
@@ -43,7 +67,7 @@ from mlguard.evaluation import Evaluation, evaluate, load_labels
 from mlguard.explain.reasons import campaign_behaviour, describe, escape_json_text, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
-from mlguard.formats import AUTO, FORMATS, get_format
+from mlguard.formats import AUTO, get_format
 from mlguard.identity import ClientIdentity, parse_address
 from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
 from mlguard.spans import parse_span
@@ -55,84 +79,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output is read by people too (less, a ticket): give tables room instead of 80 columns.
 app.add_typer(decisions_app, name="decisions")
 app.command("enforce")(enforce_command)
-out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-PathsArg = Annotated[
-    list[str],
-    typer.Argument(help="Log files, globs or directories; '-' reads stdin.", show_default=False),
-]
-FormatOpt = Annotated[
-    str,
-    typer.Option(
-        "--log-format",
-        "-f",
-        help=f"Log format: {AUTO}, one of {', '.join(FORMATS)}, or the server's own format string as "
-        "'nginx:<log_format>' or 'apache:<LogFormat>', or read from a config file as "
-        "'nginx-config:PATH[#NAME]' or 'apache-config:PATH[#NICKNAME]', or JSON Lines with a field "
-        "mapping as 'jsonl:client=KEY,time=KEY,request=KEY,status=KEY,...'.",
-    ),
-]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on the first line that does not parse.")]
-WindowOpt = Annotated[
-    int,
-    typer.Option("--window-secs", min=10, help="Length of the time windows for burst features."),
-]
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option("--model", "-m", help="Score against this baseline (from 'mlguard train')."),
-]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed of the detectors.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of errors.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")]
-CampaignsOpt = Annotated[
-    bool,
-    typer.Option(
-        "--campaigns/--no-campaigns",
-        help="Find campaigns: groups of clients that each do little and act as one (docs/campaigns.md).",
-    ),
-]
-AlertOpt = Annotated[float, typer.Option("--alert-threshold", help="Score from which a client is reported.")]
-BlockOpt = Annotated[
-    float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
-]
-MinBlockOpt = Annotated[
-    int, typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests.")
-]
-AllowOpt = Annotated[
-    list[str] | None, typer.Option("--allow", help="Never block this IP or CIDR (repeatable).")
-]
-BlockPrivateOpt = Annotated[
-    bool, typer.Option("--block-private", help="Allow blocking private and loopback addresses.")
-]
-TrustedOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--trusted-proxy",
-        help="A proxy or load balancer (IP or CIDR, repeatable) whose X-Forwarded-For is believed: "
-        "the client is the right-most untrusted address of the header. Never blocked.",
-    ),
-]
-SinceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--since",
-        help="Only lines from this time: ISO 8601 (2026-11-20 or 2026-11-20T08:00:00+01:00; UTC "
-        "if no offset) or a span back from now (90m, 24h, 7d, 2w).",
-    ),
-]
-UntilOpt = Annotated[
-    str | None, typer.Option("--until", help="Only lines before this time (same forms as --since).")
-]
-Ipv6Opt = Annotated[
-    int | None,
-    typer.Option(
-        "--ipv6-prefix", min=1, max=128, help="Treat each IPv6 prefix of this length (e.g. 64) as one client."
-    ),
-]
+app.command("watch")(watch_command)
 
 
 def _total_size(paths: list[str]) -> int | None:
@@ -182,19 +131,6 @@ def _read(
         )
 
 
-def _policy(
-    alert: float,
-    block: float,
-    min_requests: int,
-    allow: list[str],
-    block_private: bool,
-    trusted: list[str] | None = None,
-) -> Policy:
-    return Policy(
-        alert, block, min_requests, parse_networks(allow), block_private, parse_networks(trusted or [])
-    )
-
-
 def _when(value: str | None, flag: str) -> datetime | None:
     """A --since/--until value as an aware UTC datetime."""
     if value is None:
@@ -218,10 +154,6 @@ def _window(since: str | None, until: str | None) -> dict[str, datetime | None]:
     if start is not None and end is not None and start >= end:
         raise UsageError("--since must be earlier than --until")
     return {"since": start, "until": end}
-
-
-def _identity(trusted: list[str] | None, ipv6_prefix: int | None) -> ClientIdentity:
-    return ClientIdentity(parse_networks(trusted or []), ipv6_prefix)
 
 
 def _detect(
@@ -382,7 +314,7 @@ def detect(
     """Score every client of the logs and print who looks malicious, and why."""
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
-    policy = _policy(
+    policy = policy_from(
         alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
     )
     store = DecisionStore(state_path) if state_path is not None else None
@@ -398,7 +330,7 @@ def detect(
         progress=progress,
         campaigns=campaigns,
         seed=seed,
-        identity=_identity(trusted_proxy, ipv6_prefix),
+        identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
     )
     if json_out:
@@ -443,7 +375,7 @@ def train(
         strict,
         window_secs,
         progress,
-        identity=_identity(trusted_proxy, ipv6_prefix),
+        identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
     )
     if result.table is None or result.table.frame.height < 2:
@@ -488,11 +420,11 @@ def explain(
     verbose: VerboseOpt = False,
 ) -> None:
     """Show how one client was scored: its requests, features against the population, verdict."""
-    identity = _identity(trusted_proxy, ipv6_prefix)
+    identity = identity_from(trusted_proxy, ipv6_prefix)
     address = parse_address(ip)
     # the canonical form the records use (2001:DB8::1 -> 2001:db8::1, or its /64 when grouped)
     client = identity.canonical(address) if address is not None else ip.strip().lower()
-    policy = _policy(
+    policy = policy_from(
         DEFAULT_ALERT_THRESHOLD,
         DEFAULT_BLOCK_THRESHOLD,
         DEFAULT_MIN_BLOCK_REQUESTS,
@@ -628,7 +560,7 @@ def campaigns(
 ) -> None:
     """List groups of clients that behave alike in a suspicious way: size, time span, what they
     share, the campaign's score and its members."""
-    policy = _policy(alert_threshold, block_threshold, min_block_requests, [], False, trusted_proxy)
+    policy = policy_from(alert_threshold, block_threshold, min_block_requests, [], False, trusted_proxy)
     result, detection = _detect(
         paths,
         policy,
@@ -638,7 +570,7 @@ def campaigns(
         window_secs=window_secs,
         progress=progress,
         seed=seed,
-        identity=_identity(trusted_proxy, ipv6_prefix),
+        identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
     )
     frame = _campaign_frame(detection, policy)
@@ -706,7 +638,7 @@ def evaluate_command(
 ) -> None:
     """Run detection on labelled logs: precision, recall, F1, false-positive rate, ROC-AUC, misses."""
     labels = load_labels(labels_path)
-    policy = _policy(
+    policy = policy_from(
         alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
     )
     result, detection = _detect(
@@ -719,7 +651,7 @@ def evaluate_command(
         progress=progress,
         campaigns=campaigns,
         seed=seed,
-        identity=_identity(trusted_proxy, ipv6_prefix),
+        identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
     )
     ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))

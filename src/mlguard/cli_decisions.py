@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mlguard.cli_options import StateOpt, err, out
 from mlguard.decisions.store import ACTIVE, ALLOW, BLOCK_TTL, EXPIRED, REVOKED, Decision, DecisionStore
 from mlguard.errors import UsageError
 from mlguard.explain.reasons import escape_json_text, safe_text
@@ -22,13 +21,6 @@ decisions_app = typer.Typer(
     help="List and manage decisions in the store: allow (feedback that persists), unblock, block, expire.",
     no_args_is_help=True,
 )
-out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-StateOpt = Annotated[
-    Path,
-    typer.Option("--state", envvar="MLGUARD_STATE", help="The decision store (SQLite file).", dir_okay=False),
-]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: kept with the decision.")]
 
 
@@ -40,7 +32,7 @@ def parse_ttl(value: str) -> timedelta:
     return span
 
 
-def _now() -> datetime:
+def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
@@ -79,7 +71,7 @@ def list_command(
             f"--state-filter '{safe_text(state, 20)}': expected one of active, expired, revoked, all"
         )
     with DecisionStore(state_path) as store:
-        store.expire(_now())
+        store.expire(now_utc())
         rows = store.list(state=None if state == "all" else state, verdict=verdict)
     if json_out:
         sys.stdout.write("".join(escape_json_text(json.dumps(d.as_json())) + "\n" for d in rows))
@@ -93,7 +85,7 @@ def show_command(
 ) -> None:
     """Every decision ever taken about one client, oldest first."""
     with DecisionStore(state_path) as store:
-        store.expire(_now())
+        store.expire(now_utc())
         rows = store.history(client.strip())
     if not rows:
         raise UsageError(f"no decision about '{safe_text(client, 60)}' in {state_path}")
@@ -109,7 +101,7 @@ def allow_command(
 ) -> None:
     """Mark a client or range as fine: never blocked again, its active alerts and blocks revoked."""
     with DecisionStore(state_path) as store:
-        revoked = store.allow(client, _now(), reason, parse_ttl(ttl) if ttl else None)
+        revoked = store.allow(client, now_utc(), reason, parse_ttl(ttl) if ttl else None)
     err.print(Text(f"allowed {safe_text(client, 60)}; {revoked} active decision(s) revoked"))
 
 
@@ -134,7 +126,7 @@ def block_command(
 ) -> None:
     """Block a client by hand (refused for allowed, private or loopback addresses)."""
     with DecisionStore(state_path) as store:
-        decision_id = store.block(client, _now(), reason, parse_ttl(ttl) if ttl else BLOCK_TTL)
+        decision_id = store.block(client, now_utc(), reason, parse_ttl(ttl) if ttl else BLOCK_TTL)
     err.print(Text(f"blocked {safe_text(client, 60)} for {ttl} (decision {decision_id})"))
 
 
@@ -142,57 +134,5 @@ def block_command(
 def expire_command(state_path: StateOpt) -> None:
     """Mark every decision whose TTL has passed as expired."""
     with DecisionStore(state_path) as store:
-        count = store.expire(_now())
+        count = store.expire(now_utc())
     err.print(Text(f"{count} decision(s) expired"))
-
-
-def enforce_command(
-    state_path: StateOpt,
-    webhook: Annotated[
-        str | None, typer.Option("--webhook", help="POST new alerts and blocks to this URL.")
-    ] = None,
-    webhook_style: Annotated[
-        str, typer.Option("--webhook-style", help="json (generic) or slack (incoming webhook).")
-    ] = "json",
-    nginx_include: Annotated[
-        Path | None,
-        typer.Option("--nginx-include", dir_okay=False, help="Keep this nginx include file of deny lines."),
-    ] = None,
-    nginx_command: Annotated[
-        str, typer.Option("--nginx-command", help="How to call nginx for -t and -s reload.")
-    ] = "nginx",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print what would be sent; send nothing.")
-    ] = False,
-) -> None:
-    """Push the store's active decisions to the enforcers given: a webhook gets each new decision
-    once; nginx gets an include file with a deny line per active block (expired ones released)."""
-    from mlguard.enforcers import Enforcer, get_enforcer
-    from mlguard.errors import EnforcerError
-
-    if webhook is None and nginx_include is None:
-        raise UsageError("name at least one target: --webhook URL or --nginx-include FILE")
-    failures: list[str] = []
-    with DecisionStore(state_path) as store:
-        store.expire(_now())
-        active = store.list()
-        enforcers: list[Enforcer] = []
-        if webhook is not None:
-            enforcers.append(get_enforcer("webhook", url=webhook, store=store, style=webhook_style))
-        if nginx_include is not None:
-            enforcers.append(get_enforcer("nginx", include=nginx_include, command=nginx_command))
-        for enforcer in enforcers:
-            if dry_run:
-                pending = enforcer.pending(active)
-                for d in pending:
-                    out.print(Text(f"would send to {enforcer.name}: {d.verdict} {safe_text(d.client, 45)}"))
-                err.print(Text(f"dry run: {len(pending)} new decision(s) for {enforcer.name}"))
-                continue
-            # One enforcer failing does not stop the others; its decisions wait for the next run.
-            result = enforcer.sync(active)
-            enforcer.close()
-            summary = f"{result.sent} sent, {result.unchanged} already there, {result.failed} kept for later"
-            err.print(Text(f"{enforcer.name}: {summary}"))
-            failures += result.messages if result.failed else []
-    if failures:
-        raise EnforcerError(failures[0])

@@ -24,6 +24,7 @@ from mlguard.decisions.policy import Network, parse_address
 from mlguard.errors import UsageError
 
 FORWARDED_COLUMN = "http_x_forwarded_for"  # the name every format gives X-Forwarded-For
+MAX_CACHED = 200_000  # resolved (peer, header) pairs kept; a daemon's memory must stay flat
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -95,10 +96,7 @@ class ClientIdentity:
         resolved_client: list[str] = []
         how: list[str] = []
         for peer, fwd, n in pairs.iter_rows():
-            key = (peer, fwd)
-            if key not in self._cache:
-                self._cache[key] = self._resolve(peer, fwd)
-            client, kind = self._cache[key]
+            client, kind = self._remember((peer, fwd))
             resolved_client.append(client)
             how.append(kind)
             if kind == "forwarded":
@@ -115,6 +113,14 @@ class ClientIdentity:
         )
         return joined.with_columns(pl.col("_client").alias("client")).drop("_peer", "_fwd", "_client")
 
+    def _remember(self, key: tuple[str, str | None]) -> tuple[str, str]:
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()  # cheaper than tracking use; resolving again is exact
+            found = self._cache[key] = self._resolve(*key)
+        return found
+
     def _canonical_only(self, records: pl.DataFrame) -> pl.DataFrame:
         # No proxies to see through: only addresses that may not be canonical are looked at
         # (IPv6, mapped or bracketed forms); a plain dotted quad already is, unless grouped.
@@ -124,10 +130,7 @@ class ClientIdentity:
             return records
         mapping = {}
         for text in odd:
-            key = (text, None)
-            if key not in self._cache:
-                self._cache[key] = self._resolve(text, None)
-            mapping[text] = self._cache[key][0]
+            mapping[text] = self._remember((text, None))[0]
         changed = {k: v for k, v in mapping.items() if k != v}
         if not changed:
             return records

@@ -221,6 +221,13 @@ def score_table(
         scorer = ClientScorer(random_state=random_state)
         scores = scorer.fit_score(X_fit)
     found = find_campaigns(table.frame, scorer) if campaigns else Campaigns.empty()
+    return Detection(decide(table, scores, found, policy), scores, table, scorer, found)
+
+
+def decide(table: FeatureTable, scores: Scores, found: Campaigns, policy: Policy) -> pl.DataFrame:
+    """Findings from scored clients and campaigns: one row per client of `table` with its
+    score, verdict and reasons, most suspicious first. (The daemon calls this for the clients
+    it rescored, with the campaigns of its last full pass.)"""
     own = pl.Series("client_score", np.round(scores.score, 4))
     frame = (
         table.frame.with_columns(own, pl.lit(table.window_secs).alias("_window_secs"))
@@ -250,8 +257,7 @@ def score_table(
     frame = frame.join(reasons, on="_row", how="left", maintain_order="left").with_columns(
         pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))
     )
-    frame = frame.sort(["score", "requests", "client"], descending=[True, True, False])
-    return Detection(frame, scores, table, scorer, found)
+    return frame.sort(["score", "requests", "client"], descending=[True, True, False])
 
 
 def reasons_of(detection: Detection, clients: list[str]) -> dict[str, list[str]]:

@@ -45,14 +45,21 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            # "fe80::1%eth0": ipaddress keeps any text after '%', which would then be written
+            # into firewall and server configs; a client address never has a zone.
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
     return address
 
 
 def client_network(text: str) -> Network | None:
     """A client as a network: one address (/32, /128), or a prefix when clients are grouped."""
     if "/" in text:
+        if "%" in text:
+            return None  # a zone in a range: see parse_address
         try:
             return ipaddress.ip_network(text, strict=False)
         except ValueError:

@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS deliveries (  -- which decision reached which target 
     delivered TEXT NOT NULL,
     PRIMARY KEY (decision_id, target)
 );
+CREATE TABLE IF NOT EXISTS positions (  -- where `mlguard watch` stopped reading each log
+    path TEXT PRIMARY KEY,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    line_no INTEGER NOT NULL,
+    updated TEXT NOT NULL
+);
 """
 
 
@@ -194,7 +202,19 @@ class DecisionStore:
         done = {r[0] for r in rows}
         return [d for d in decisions if d.id not in done]
 
+    def positions(self) -> list[tuple[str, int, int, int, int]]:
+        """Where following each log stopped: (path, device, inode, offset, line_no)."""
+        rows = self._db.execute("SELECT path, device, inode, offset, line_no FROM positions ORDER BY path")
+        return [tuple(r) for r in rows]
+
     # Writing
+
+    def save_positions(self, positions: list[tuple[str, int, int, int, int]], now: datetime) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?)",
+                [(*p, _iso(now)) for p in positions],
+            )
 
     def mark_delivered(self, target: str, ids: list[int], now: datetime) -> None:
         with self._transaction() as db:

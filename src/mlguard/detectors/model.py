@@ -142,3 +142,59 @@ def load_model(path: str | Path) -> Baseline:
         raise ModelError(f"model '{path}' is damaged ({exc.__class__.__name__}: {exc})") from None
     scorer.train_matrix_ = X
     return Baseline(scorer, reference, priors, meta)
+
+
+MAX_REFERENCE_ROWS = 200_000  # templates or trigrams kept in a refreshed reference (most used first)
+
+
+def _merge_counts(old: pl.DataFrame, new: pl.DataFrame, key: str) -> pl.DataFrame:
+    merged = pl.concat([old, new]).group_by(key).agg(pl.col("clients").sum().cast(pl.UInt32))
+    if merged.height > MAX_REFERENCE_ROWS:
+        merged = merged.sort(["clients", key], descending=[True, False]).head(MAX_REFERENCE_ROWS)
+    return merged.sort(key)
+
+
+def refresh_baseline(
+    old: Baseline,
+    X_new: np.ndarray,
+    reference: RarityReference,
+    priors: dict[str, float],
+    *,
+    refreshed: str,
+    random_state: int = 0,
+) -> Baseline:
+    """The baseline after seeing more (unflagged) clients: every client seen since training
+    weighs the same, however long ago (a sample of the old training rows and the new ones in
+    proportion to how many clients each stands for), so that behaviour seen once a month is
+    still normal a month later; the rarity counts and priors are pooled the same way."""
+    seen_old = int(old.meta.get("training_clients_seen", old.meta.get("training_clients", 0)) or 0)
+    X_old = old.scorer.train_matrix_
+    seen_old = max(seen_old, X_old.shape[0])
+    seen_new = X_new.shape[0]
+    total = seen_old + seen_new
+    size = min(MAX_TRAINING_CLIENTS, X_old.shape[0] + seen_new)
+    rng = np.random.default_rng(random_state)
+    take_new = min(seen_new, round(size * seen_new / total)) if total else 0
+    take_old = min(X_old.shape[0], size - take_new)
+    rows_old = np.sort(rng.choice(X_old.shape[0], take_old, replace=False))
+    rows_new = np.sort(rng.choice(seen_new, take_new, replace=False))
+    X = np.vstack([X_old[rows_old], X_new[rows_new]])
+    merged_reference = RarityReference(
+        old.reference.clients + reference.clients,
+        _merge_counts(old.reference.templates, reference.templates, "template"),
+        _merge_counts(old.reference.trigrams, reference.trigrams, "trigram"),
+    )
+    pooled = {
+        name: (old.priors.get(name, value) * seen_old + value * seen_new) / total
+        for name, value in priors.items()
+    }
+    meta = {
+        **old.meta,
+        "training_clients_seen": total,
+        "training_clients": X.shape[0],
+        "refreshed": refreshed,
+        "refreshes": int(old.meta.get("refreshes", 0)) + 1,
+    }
+    scorer = ClientScorer(random_state=random_state, n_estimators=old.scorer.n_estimators).fit(X)
+    scorer.train_matrix_ = X
+    return Baseline(scorer, merged_reference, pooled, meta)

@@ -18,6 +18,9 @@ from mlguard.errors import UsageError
 
 # name -> "module:class"
 ENFORCERS: dict[str, str] = {
+    "aws-waf": "mlguard.enforcers.aws_waf:AwsWafEnforcer",
+    "crowdsec": "mlguard.enforcers.crowdsec:CrowdSecEnforcer",
+    "nftables": "mlguard.enforcers.nftables:NftablesEnforcer",
     "nginx": "mlguard.enforcers.nginx:NginxEnforcer",
     "webhook": "mlguard.enforcers.webhook:WebhookEnforcer",
 }
@@ -33,6 +36,7 @@ class SyncResult:
 
 class Enforcer(Protocol):
     name: str
+    blocks: bool  # True: it enforces blocks (only with --enforce); False: it notifies people
 
     def pending(self, decisions: list[Decision]) -> list[Decision]: ...  # what sync would push
 

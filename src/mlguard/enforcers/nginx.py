@@ -26,6 +26,7 @@ HEADER = "# Written by MLGuard (`mlguard enforce --nginx-include`); it is rewrit
 
 class NginxEnforcer:
     name = "nginx"
+    blocks = True
 
     def __init__(self, include: str | Path, command: str = "nginx", policy: Policy | None = None) -> None:
         self.include = Path(include)

@@ -47,6 +47,7 @@ def slack_message(decisions: list[Decision]) -> dict[str, object]:
 
 class WebhookEnforcer:
     name = "webhook"
+    blocks = False
 
     def __init__(
         self,

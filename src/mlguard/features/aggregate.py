@@ -198,7 +198,7 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     return Partials(*pl.collect_all(tables))
 
 
-def _merge(parts: list[Partials]) -> Partials:
+def merge_partials(parts: list[Partials]) -> Partials:
     """Merge any number of partials in one pass (one concat and one group-by per table)."""
     if len(parts) == 1:
         return parts[0]
@@ -312,10 +312,15 @@ class ClientAccumulator:
         if self._pending_rows >= max(merged_rows, MERGE_MIN_ROWS):
             self._flush()
 
+    def add_partials(self, part: Partials) -> None:
+        """Add partial tables built elsewhere (a sliding window's buckets)."""
+        self._pending.append(part)
+        self._pending_rows += part.targets.height
+
     def _flush(self) -> None:
         if self._pending:
             parts = ([self._merged] if self._merged is not None else []) + self._pending
-            self._merged = _merge(parts)
+            self._merged = merge_partials(parts)
             self._pending, self._pending_rows = [], 0
 
     @property

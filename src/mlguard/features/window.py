@@ -1,0 +1,111 @@
+"""A sliding window of per-client partial tables, for following live logs.
+
+Records are reduced to the same partial tables as a batch run (`chunk_partials`) and kept in
+buckets of log time; buckets older than the window (counted back from the newest record seen)
+are dropped whole, so memory is bounded by the window, not by how long the daemon runs. Any
+set of clients can be turned into a feature table at any moment: only their rows of each
+bucket are merged, so rescoring the clients that just sent requests costs in proportion to
+them, not to the window.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from mlguard.features.aggregate import (
+    WINDOW_SECS,
+    ClientAccumulator,
+    FeatureTable,
+    Partials,
+    RarityReference,
+    chunk_partials,
+    merge_partials,
+)
+
+BUCKETS = 12  # the window is dropped in twelfths
+MERGE_AFTER = 8  # a bucket's pending partials are merged into one after this many
+
+
+class SlidingWindow:
+    def __init__(self, window_secs: int = 3600, burst_window_secs: int = WINDOW_SECS) -> None:
+        self.window = timedelta(seconds=window_secs)
+        self.bucket_secs = max(window_secs // BUCKETS, 10)
+        self.burst_window_secs = burst_window_secs
+        self._buckets: dict[datetime, list[Partials]] = {}
+        self.newest: datetime | None = None
+
+    def add(self, records: pl.DataFrame) -> None:
+        """Add parsed records (with `time`); records older than the window are left out."""
+        records = records.filter(pl.col("time").is_not_null())
+        if records.height == 0:
+            return
+        newest = records["time"].max()
+        assert isinstance(newest, datetime)
+        if self.newest is None or newest > self.newest:
+            self.newest = newest
+        records = records.filter(pl.col("time") > self.newest - self.window)
+        key = pl.col("time").dt.truncate(f"{self.bucket_secs}s").alias("_bucket")
+        for (bucket,), part in records.with_columns(key).partition_by("_bucket", as_dict=True).items():
+            assert isinstance(bucket, datetime)
+            parts = self._buckets.setdefault(bucket, [])
+            parts.append(chunk_partials(part.drop("_bucket"), self.burst_window_secs))
+            if len(parts) >= MERGE_AFTER:
+                self._buckets[bucket] = [merge_partials(parts)]
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.newest is None:
+            return
+        oldest = self.newest - self.window
+        for bucket in [b for b in self._buckets if b + timedelta(seconds=self.bucket_secs) <= oldest]:
+            del self._buckets[bucket]
+
+    @property
+    def empty(self) -> bool:
+        return not self._buckets
+
+    def rows(self) -> int:
+        """Rows held (the per-client-and-request table): what memory grows with."""
+        return sum(p.targets.height for parts in self._buckets.values() for p in parts)
+
+    def _parts(self, clients: list[str] | None) -> list[Partials]:
+        parts = [p for parts in self._buckets.values() for p in parts]
+        if clients is None:
+            return parts
+        cids = pl.Series(clients, dtype=pl.String).hash()
+        keep = pl.col("cid").is_in(cids.implode())
+        return [
+            Partials(
+                p.clients.filter(keep),
+                p.windows.filter(keep),
+                p.targets.filter(keep),
+                p.user_agents.filter(keep),
+                p.agent_names,
+                p.templates,
+                p.shapes,
+            )
+            for p in parts
+        ]
+
+    def accumulator(self, clients: list[str] | None = None) -> ClientAccumulator:
+        """The window's records of `clients` (all when None), ready to `finish`."""
+        acc = ClientAccumulator(self.burst_window_secs)
+        parts = self._parts(clients)
+        if parts:
+            acc.add_partials(merge_partials(parts))
+        return acc
+
+    def features(
+        self,
+        clients: list[str] | None = None,
+        *,
+        reference: RarityReference | None = None,
+        priors: dict[str, float] | None = None,
+    ) -> FeatureTable | None:
+        acc = self.accumulator(clients)
+        if acc.empty:
+            return None
+        table = acc.finish(reference=reference, priors=priors)
+        return table if table.frame.height else None
