@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +20,7 @@ from mlguard.cli import app
 from mlguard.decisions.store import DecisionStore
 from mlguard.enforcers import get_enforcer
 from mlguard.errors import UsageError
+from tests.nginx_server import NGINX, NginxServer
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -128,40 +123,6 @@ def test_slack_message_escapes_attacker_text_and_cli_dry_run(tmp_path: Path, rec
     assert bad.exit_code != 0
 
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-NGINX_CONF = """\
-pid {work}/nginx.pid;
-error_log {work}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {work}/tmp;
-    proxy_temp_path {work}/tmp;
-    fastcgi_temp_path {work}/tmp;
-    uwsgi_temp_path {work}/tmp;
-    scgi_temp_path {work}/tmp;
-    access_log off;
-    set_real_ip_from 127.0.0.1;
-    real_ip_header X-Forwarded-For;
-    server {{
-        listen 127.0.0.1:{port};
-        include {work}/mlguard-deny.conf;
-        # `return` runs before the access phase (deny) would: answer after it, from a named location.
-        location / {{ try_files /nonexistent @ok; }}
-        location @ok {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
-
-def _status(port: int, client: str) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"X-Forwarded-For": client})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 @pytest.mark.skipif(
     NGINX is None and not os.environ.get("CI"), reason="nginx is not installed (CI installs it)"
 )
@@ -169,25 +130,9 @@ def test_nginx_denies_blocked_clients_and_expiry_releases_them(tmp_path: Path) -
     """A real nginx on 127.0.0.1 with realip: a blocked client (by X-Forwarded-For) gets 403, the
     others 200; when the block expires the next sync releases it; a broken file is never loaded."""
     assert NGINX is not None, "CI must install nginx (.ci/run)"
-    work = tmp_path / "nginx"
-    (work / "tmp").mkdir(parents=True)
-    work.chmod(0o755)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (work / "mlguard-deny.conf").write_text("")
-    conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, port=port))
-    command = f"{NGINX} -p {work} -c {conf}"
-    proc = subprocess.Popen([*shlex.split(command), "-g", "daemon off;"], stderr=subprocess.PIPE)
+    server = NginxServer(tmp_path / "nginx")
+    work, command = server.work, server.command
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if _status(port, "81.2.69.160") == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         store = DecisionStore(tmp_path / "state.db")
         found = pl.DataFrame(
             {
@@ -207,7 +152,7 @@ def test_nginx_denies_blocked_clients_and_expiry_releases_them(tmp_path: Path) -
         text = (work / "mlguard-deny.conf").read_text()
         assert "deny 81.2.69.160;" in text and "10.0.0.9" not in text
         time.sleep(0.5)  # reload: old workers finish, new ones read the file
-        assert _status(port, "81.2.69.160") == 403 and _status(port, "81.2.69.161") == 200
+        assert server.get("/", "81.2.69.160") == 403 and server.get("/", "81.2.69.161") == 200
         # A file nginx -t rejects is put back and nginx is not reloaded.
         bogus = f"{command} -g 'bogus_directive on;'"
         hook = get_enforcer("nginx", include=work / "mlguard-deny.conf", command=bogus)
@@ -220,8 +165,7 @@ def test_nginx_denies_blocked_clients_and_expiry_releases_them(tmp_path: Path) -
         assert done.exit_code == 0, done.output
         time.sleep(0.5)
         assert "81.2.69.160" not in (work / "mlguard-deny.conf").read_text()
-        assert _status(port, "81.2.69.160") == 200
+        assert server.get("/", "81.2.69.160") == 200
         store.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()

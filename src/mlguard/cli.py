@@ -31,6 +31,9 @@ from mlguard.cli_options import (
     BlockOpt,
     BlockPrivateOpt,
     CampaignsOpt,
+    CrawlerDnsOpt,
+    CrawlerNameserverOpt,
+    CrawlerRangesOpt,
     FormatOpt,
     Ipv6Opt,
     MinBlockOpt,
@@ -44,6 +47,7 @@ from mlguard.cli_options import (
     UntilOpt,
     VerboseOpt,
     WindowOpt,
+    crawlers_from,
     err,
     identity_from,
     out,
@@ -306,6 +310,9 @@ def detect(
             help="Decision store (SQLite): its allow entries are honoured and the verdicts recorded.",
         ),
     ] = None,
+    crawler_ranges: CrawlerRangesOpt = None,
+    crawler_dns: CrawlerDnsOpt = True,
+    crawler_nameserver: CrawlerNameserverOpt = None,
     campaigns: CampaignsOpt = True,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -315,7 +322,13 @@ def detect(
     if json_out and csv_out:
         raise UsageError("choose one of --json and --csv")
     policy = policy_from(
-        alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
+        alert_threshold,
+        block_threshold,
+        min_block_requests,
+        allow or [],
+        block_private,
+        trusted_proxy,
+        crawlers_from(crawler_ranges, crawler_dns, crawler_nameserver),
     )
     store = DecisionStore(state_path) if state_path is not None else None
     if store is not None:

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from mlguard.cli_options import StateOpt, err, out
+from mlguard.cli_options import StateOpt, crawlers_from, err, out
 from mlguard.decisions.policy import Policy
 from mlguard.decisions.store import DecisionStore
 from mlguard.enforcers import Enforcer, get_enforcer
@@ -129,6 +129,7 @@ class EnforcerChoice:
             or self.aws_waf_ipv4_set
             or self.crowdsec_url
             or self.crowdsec_credentials
+            or self.crowdsec_machine
         )
 
 
@@ -166,7 +167,7 @@ def build_enforcers(choice: EnforcerChoice, store: DecisionStore, policy: Policy
         )
     elif choice.aws_waf_ipv6_set is not None:
         raise UsageError("--aws-waf-ipv6-set needs --aws-waf-ipv4-set too")
-    if choice.crowdsec_url is not None or choice.crowdsec_credentials is not None:
+    if choice.crowdsec_url or choice.crowdsec_credentials or choice.crowdsec_machine:
         chosen.append(
             get_enforcer(
                 "crowdsec",
@@ -217,7 +218,8 @@ def enforce_command(
     with DecisionStore(state_path) as store:
         store.expire(now_utc())
         active = store.list()
-        policy = Policy(allow=store.allowed())
+        # Published crawler ranges are never pushed, whatever decided the block.
+        policy = Policy(allow=store.allowed(), crawlers=crawlers_from(None, dns=False))
         for enforcer in build_enforcers(choice, store, policy):
             try:
                 if dry_run:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from mlguard.decisions.policy import Policy, parse_networks
+
+if TYPE_CHECKING:
+    from mlguard.decisions.crawlers import CrawlerVerifier
 from mlguard.formats import AUTO, FORMATS
 from mlguard.identity import ClientIdentity
 
@@ -96,6 +99,41 @@ StateOpt = Annotated[
 ]
 
 
+CrawlerRangesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--crawler-ranges",
+        dir_okay=False,
+        help="Published crawler IP ranges to use instead of the bundled ones (made with "
+        "`python -m mlguard.decisions.crawlers --update`; docs/crawlers.md).",
+    ),
+]
+CrawlerDnsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--crawler-dns/--no-crawler-dns",
+        help="Before a block, verify a client whose user agent claims a well-known crawler by "
+        "forward-confirmed reverse DNS; verified crawlers are never blocked.",
+    ),
+]
+CrawlerNameserverOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--crawler-nameserver", help="DNS server for crawler checks, ADDRESS[:PORT] (default: the system's)."
+    ),
+]
+
+
+def crawlers_from(ranges: Path | None, dns: bool, nameserver: str | None = None) -> CrawlerVerifier:
+    from mlguard.decisions.crawlers import CrawlerRanges, CrawlerVerifier, make_resolver, parse_nameserver
+
+    resolver = None
+    if nameserver:
+        host, port = parse_nameserver(nameserver)
+        resolver = make_resolver([host], port)
+    return CrawlerVerifier(CrawlerRanges.load(ranges), resolver=resolver, dns=dns)
+
+
 def policy_from(
     alert: float,
     block: float,
@@ -103,9 +141,16 @@ def policy_from(
     allow: list[str],
     block_private: bool,
     trusted: list[str] | None = None,
+    crawlers: CrawlerVerifier | None = None,
 ) -> Policy:
     return Policy(
-        alert, block, min_requests, parse_networks(allow), block_private, parse_networks(trusted or [])
+        alert,
+        block,
+        min_requests,
+        parse_networks(allow),
+        block_private,
+        parse_networks(trusted or []),
+        crawlers,
     )
 
 

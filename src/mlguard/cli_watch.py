@@ -40,6 +40,9 @@ from mlguard.cli_options import (
     BlockOpt,
     BlockPrivateOpt,
     CampaignsOpt,
+    CrawlerDnsOpt,
+    CrawlerNameserverOpt,
+    CrawlerRangesOpt,
     FormatOpt,
     Ipv6Opt,
     MinBlockOpt,
@@ -48,6 +51,7 @@ from mlguard.cli_options import (
     StateOpt,
     TrustedOpt,
     VerboseOpt,
+    crawlers_from,
     identity_from,
     policy_from,
 )
@@ -150,6 +154,9 @@ def watch_command(
     block_private: BlockPrivateOpt = False,
     trusted_proxy: TrustedOpt = None,
     ipv6_prefix: Ipv6Opt = None,
+    crawler_ranges: CrawlerRangesOpt = None,
+    crawler_dns: CrawlerDnsOpt = True,
+    crawler_nameserver: CrawlerNameserverOpt = None,
     campaigns: CampaignsOpt = True,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics here.")
@@ -189,7 +196,13 @@ def watch_command(
         seed=seed,
     )
     policy = policy_from(
-        alert_threshold, block_threshold, min_block_requests, allow or [], block_private, trusted_proxy
+        alert_threshold,
+        block_threshold,
+        min_block_requests,
+        allow or [],
+        block_private,
+        trusted_proxy,
+        crawlers_from(crawler_ranges, crawler_dns, crawler_nameserver),
     )
     baseline = load_model(model) if model is not None else None
     preload()

@@ -209,6 +209,8 @@ class Watcher:
         """Fill the window with the recent past (context only: no decisions are made from it)."""
         for path in self.settings.paths:
             position = stored.get(path)
+            if position is None and not self.settings.start_at_end:
+                continue  # the whole file is about to be read anyway
             chunk = history_before(path, position, self.settings.history_bytes)
             if chunk is None:
                 continue

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from mlguard.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlguard.decisions.crawlers import CrawlerVerifier
 
 BLOCK, ALERT, PASS = "block", "alert", "pass"
 
@@ -76,6 +80,8 @@ class Policy:
     allow: list[Network] = field(default_factory=list)
     block_private: bool = False
     trusted: list[Network] = field(default_factory=list)  # proxies: their own address is never blocked
+    # Well-known good crawlers (published ranges, forward-confirmed reverse DNS): never blocked.
+    crawlers: CrawlerVerifier | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alert_threshold <= 1.0 or not 0.0 <= self.block_threshold <= 1.0:
@@ -98,7 +104,23 @@ class Policy:
         first = network.network_address
         if not self.block_private and (first.is_private or first.is_loopback or first.is_link_local):
             return "private or loopback address"
+        if self.crawlers is not None:
+            label = self.crawlers.ranges.label(client)
+            if label is not None:
+                return f"well-known crawler: {label} (published range)"
         return None
+
+    def _verified_crawlers(self, frame: pl.DataFrame) -> dict[str, str]:
+        """Of the clients a block is in reach for, those that claim to be a well-known crawler
+        (user agent) and are confirmed by reverse DNS resolving forward to them."""
+        if self.crawlers is None or "top_user_agent" not in frame.columns:
+            return {}
+        candidates = frame.filter(
+            (pl.col("score") >= self.block_threshold) & pl.col("protected").is_null()
+        ).select("client", "top_user_agent")
+        claims = [(c, ua) for c, ua in candidates.iter_rows() if self.crawlers.claimed(ua) is not None]
+        found = self.crawlers.verify_many(claims) if claims else {}
+        return {client: f"well-known crawler: {why}" for client, why in found.items()}
 
     def verdicts(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Add `verdict` and `protected` to a frame with `client`, `score`, `requests`.
@@ -116,6 +138,14 @@ class Policy:
             schema={"client": pl.String, "protected": pl.String},
         )
         frame = frame.join(protected, on="client", how="left")
+        verified = self._verified_crawlers(frame)
+        if verified:
+            frame = frame.with_columns(
+                pl.col("client")
+                .replace_strict(verified, default=None)
+                .fill_null(pl.col("protected"))
+                .alias("protected")
+            )
         allowed = pl.col("protected") == "allowlisted"
         verdict = (
             pl.when(allowed.fill_null(False))
