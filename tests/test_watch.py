@@ -341,3 +341,65 @@ def _wait_for(path: Path, event: str, secs: float) -> list[dict]:
             return events
         time.sleep(0.2)
     raise AssertionError(f"no '{event}' within {secs} s: {path.read_text()[-2000:]}")
+
+
+@pytest.mark.parametrize("style", ["text", "json"])
+def test_hostile_lines_are_counted_and_never_reach_the_log_raw(tmp_path: Path, style: str) -> None:
+    """The hostile fixture (escape sequences, HTML, invalid bytes, huge lines) followed live:
+    the unparsed lines are counted as the fixture says, and nothing attacker-written reaches
+    stderr unescaped (no ESC, BEL or other control character in either log style)."""
+    fixture = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixture / "hostile.expect.json").read_text())
+    log = tmp_path / "access.log"
+    log.write_bytes((fixture / "hostile.log").read_bytes())
+    stderr = tmp_path / "watch.err"
+    command = [sys.executable, "-m", "mlguard", "watch", str(log), "--state", str(tmp_path / "s.db"),
+               "--from-start", "-f", "combined", "--log-style", style, "--interval", "1"]  # fmt: skip
+    with open(stderr, "wb") as err:
+        watch = subprocess.Popen(command, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "unparsed" not in stderr.read_text(errors="replace"):
+            time.sleep(0.2)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        code = watch.wait(timeout=30)
+    raw = stderr.read_bytes()
+    assert code == 0, raw[-2000:]
+    assert not any(byte < 0x20 and byte not in (0x0A,) for byte in raw), raw[-2000:]
+    text = raw.decode()
+    stopped = text.strip().splitlines()[-1]
+    unparsed = sum(not e["parses"] for e in expected)
+    if style == "json":
+        assert json.loads(stopped)["unparsed"] == unparsed
+    else:
+        assert f"unparsed={unparsed}" in stopped and "unparsed line" in text
+
+
+@pytest.mark.parametrize("mode", ["alert-only", "dry-run"])
+def test_without_enforce_blockers_are_left_alone(
+    tmp_path: Path,
+    labelled_small: tuple[Path, pl.DataFrame],
+    baseline: Baseline,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Alert-only unless --enforce: the block is in the store, nginx's file is never written;
+    --dry-run logs what each enforcer would be sent."""
+    lines = labelled_small[0].read_bytes().splitlines(True)
+    clock = Clock()
+    store = DecisionStore(tmp_path / "state.db")
+    include = tmp_path / "deny.conf"
+    deny = get_enforcer("nginx", include=include, command="true")
+    watcher = _watcher(tmp_path, store, baseline, clock, enforcers=[deny], dry_run=mode == "dry-run")
+    with caplog.at_level("INFO", logger="mlguard"):
+        _replay(watcher, tmp_path / "access.log", lines, clock, per_step=len(lines))
+    assert ACUNETIX in {d.client for d in store.list(verdict="block")}
+    assert not include.exists()
+    events = [getattr(r, "event", None) for r in caplog.records]
+    if mode == "dry-run":
+        dry = [getattr(r, "client", None) for r in caplog.records if getattr(r, "event", None) == "dry_run"]
+        assert ACUNETIX in dry
+    else:
+        assert events.count("alert_only") == 1
+    store.close()
