@@ -34,7 +34,7 @@ import polars as pl
 
 from mlguard.decisions.breaker import CircuitBreaker
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
-from mlguard.decisions.store import DecisionStore
+from mlguard.decisions.store import DETECTOR, DecisionStore
 from mlguard.detectors.campaigns import Campaigns, find_campaigns
 from mlguard.detectors.model import Baseline, build_baseline, refresh_baseline, save_model
 from mlguard.enforcers import Enforcer
@@ -293,14 +293,14 @@ class Watcher:
                     "opened": self.breaker.opened.isoformat() if self.breaker.opened else None,
                 },
             )
-        before = {d.id for d in self.store.list()}
+        last = self.store.last_id()
         counts = self.store.record(flagged, now)
         report.new_decisions += counts["new"]
         if counts["new"]:
             self._decided_since_enforce = True
-            for d in self.store.list():
-                if d.id in before:
-                    continue
+            for d in self.store.since(last):
+                if d.origin != DETECTOR:
+                    continue  # a person's decision made meanwhile with `mlguard decisions`
                 if d.verdict == BLOCK:
                     self.counters.blocks += 1
                 else:

@@ -182,6 +182,13 @@ class DecisionStore:
             args.append(verdict)
         return self._rows(" AND ".join(where), args)
 
+    def since(self, last_id: int) -> list[Decision]:
+        """Decisions made after the one numbered `last_id` (whatever their state now)."""
+        return self._rows("id > ?", (last_id,))
+
+    def last_id(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()[0])
+
     def history(self, client: str) -> list[Decision]:
         return self._rows("client = ?", (client,))
 
