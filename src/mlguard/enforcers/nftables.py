@@ -33,7 +33,8 @@ from mlguard.explain.reasons import safe_text
 FAMILIES = ("inet", "ip", "ip6", "bridge", "netdev")
 CHAIN = "filter"
 CHAIN_PRIORITY = -10  # before the usual filter chains (priority 0), so an accept there cannot skip it
-REFRESH_SLACK_SECS = 60  # an element whose kernel expiry is this close to its decision's is left alone
+REFRESH_SLACK_SECS = 300  # an element within this of its decision's expiry is left alone (the
+# daemon refreshes an active block's expiry every pass; re-adding it each minute would be churn)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _ELEMENT = re.compile(r"[0-9A-Fa-f:./-]{1,100}")  # what a validated element can look like, checked again
 _SET_TYPES = {4: "ipv4_addr", 6: "ipv6_addr"}
