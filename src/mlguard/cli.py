@@ -71,6 +71,7 @@ from mlguard.evaluation import Evaluation, evaluate, load_labels
 from mlguard.explain.reasons import campaign_behaviour, describe, escape_json_text, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
+from mlguard.findings import json_lines, output_frame
 from mlguard.formats import AUTO, get_format
 from mlguard.identity import ClientIdentity, parse_address
 from mlguard.pipeline import Detection, ReadResult, read_logs, reasons_of, score_table
@@ -198,30 +199,6 @@ def _iso(value: datetime | None) -> str | None:
 MEMBERS_SHOWN = 5  # in the campaigns table; --json lists them all
 
 
-def _output_frame(findings: pl.DataFrame) -> pl.DataFrame:
-    """The documented fields of every finding, in order; JSON and CSV are both written from it
-    by Polars (a Python object per client is slow with 100,000s of clients)."""
-    when = "%Y-%m-%dT%H:%M:%SZ"
-    return findings.select(
-        pl.col("client").alias("ip"),
-        "score",
-        "verdict",
-        pl.col("requests").cast(pl.Int64),
-        "reasons",
-        "campaign",
-        "campaign_score",
-        "client_score",
-        pl.col("first_seen").dt.strftime(when),
-        pl.col("last_seen").dt.strftime(when),
-        "protected",
-        pl.struct([pl.col(name).round(6) for name in FEATURE_NAMES]).alias("features"),
-    )
-
-
-def _json_lines(findings: pl.DataFrame) -> str:
-    return escape_json_text(_output_frame(findings).write_ndjson())
-
-
 def _summary(result: ReadResult, detection: Detection | None) -> None:
     s = result.stats
     formats = ", ".join(sorted(set(s.formats.values()))) or "none"
@@ -347,9 +324,9 @@ def detect(
         window=_window(since, until),
     )
     if json_out:
-        sys.stdout.write(_json_lines(detection.findings))
+        sys.stdout.write(json_lines(detection.findings))
     elif csv_out:
-        frame = _output_frame(detection.findings).with_columns(pl.col("reasons").list.join("; "))
+        frame = output_frame(detection.findings).with_columns(pl.col("reasons").list.join("; "))
         sys.stdout.write(frame.unnest("features", separator=".").write_csv())
     else:
         _table(detection.findings, top)

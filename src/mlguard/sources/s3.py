@@ -62,7 +62,7 @@ def list_objects(spec: str) -> list[str]:
     return [f"{PREFIX}{bucket}/{key}" for _, key in sorted(found)]
 
 
-class _Body(io.RawIOBase):
+class ObjectStream(io.RawIOBase):
     """botocore's streaming body as a raw binary stream (readinto), for the chunk readers."""
 
     def __init__(self, body: Any) -> None:
@@ -89,4 +89,4 @@ def open_object(uri: str) -> io.RawIOBase:
         response = _client().get_object(Bucket=bucket, Key=key)
     except (BotoCoreError, ClientError) as exc:
         raise _failure(uri, exc) from exc
-    return _Body(response["Body"])
+    return ObjectStream(response["Body"])
