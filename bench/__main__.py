@@ -32,6 +32,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bench.campaigns:main",
         "recall of distributed attackers' members, innocent clients pulled in, cost at 10M lines",
     ),
+    "watch": (
+        "bench.watch:main",
+        "mlguard watch: time to decision vs CrowdSec live, CPU at 1,000 lines/s, memory over hours",
+    ),
+    "lambda-memory": (
+        "bench.lambda_memory:main",
+        "peak RSS of the Lambda handler scoring a 100 MB gzip ALB object (target: 1,024 MB)",
+    ),
+    "spark": ("bench.spark:main", "feature table on Polars and on Spark local[2], same log: times, parity"),
     "lab": ("bench.lab.run:main", "run the attack lab and write access.log + labels.csv"),
     "peers": ("bench.peers.cli:main", "flag the clients of a log with CrowdSec and fail2ban"),
 }

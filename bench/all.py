@@ -26,6 +26,8 @@ STEPS: dict[str, list[str]] = {
     "throughput": ["--sizes", "1000000,10000000", "--repeat", "3", "--seed", "42"],
     "memory": ["--lines", "1000000", "--times", "10", "--repeat", "3"],
     "campaigns": ["--seeds", "1,2,3", "--lines", "10000000", "--repeat", "3"],
+    "watch": [],
+    "spark": ["--lines", "10000000", "--repeat", "3"],
 }
 
 

@@ -53,6 +53,7 @@ from mlguard.cli_options import (
     out,
     policy_from,
 )
+from mlguard.cli_spark import Engine, EngineOpt, SparkMasterOpt, features_command, read_spark
 from mlguard.cli_watch import watch_command
 from mlguard.decisions.policy import (
     ALERT,
@@ -87,6 +88,7 @@ app = typer.Typer(
 app.add_typer(decisions_app, name="decisions")
 app.command("enforce")(enforce_command)
 app.command("watch")(watch_command)
+app.command("features")(features_command)
 
 
 def _total_size(paths: list[str]) -> int | None:
@@ -120,9 +122,22 @@ def _read(
     keep_client: str | None = None,
     identity: ClientIdentity | None = None,
     window: dict[str, datetime | None] | None = None,
+    engine: Engine = Engine.polars,
+    spark_master: str | None = None,
 ) -> ReadResult:
     if log_format != AUTO:
         get_format(log_format)  # a bad name or format string fails here, before any reading
+    if engine is Engine.spark:
+        return read_spark(
+            paths,
+            log_format=log_format,
+            strict=strict,
+            window_secs=window_secs,
+            identity=identity,
+            spark_master=spark_master,
+            keep_client=keep_client,
+            **(window or {}),
+        )
     with _progress(paths, progress) as advance:
         return read_logs(
             paths,
@@ -175,6 +190,8 @@ def _detect(
     identity: ClientIdentity | None = None,
     window: dict[str, datetime | None] | None = None,
     campaigns: bool = True,
+    engine: Engine = Engine.polars,
+    spark_master: str | None = None,
 ) -> tuple[ReadResult, Detection]:
     """Read, score and decide: what `detect`, `explain` and `eval` share."""
     baseline = load_model(model) if model is not None else None  # a bad model fails before reading
@@ -188,6 +205,8 @@ def _detect(
         keep_client=keep_client,
         identity=identity,
         window=window,
+        engine=engine,
+        spark_master=spark_master,
     )
     return result, score_table(result, policy, baseline, random_state=seed, campaigns=campaigns)
 
@@ -291,6 +310,8 @@ def detect(
     crawler_dns: CrawlerDnsOpt = True,
     crawler_nameserver: CrawlerNameserverOpt = None,
     campaigns: CampaignsOpt = True,
+    engine: EngineOpt = Engine.polars,
+    spark_master: SparkMasterOpt = None,
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     verbose: VerboseOpt = False,
@@ -322,6 +343,8 @@ def detect(
         seed=seed,
         identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
+        engine=engine,
+        spark_master=spark_master,
     )
     if json_out:
         sys.stdout.write(json_lines(detection.findings))
