@@ -99,7 +99,7 @@ def watch_command(
     full_every: Annotated[
         float,
         typer.Option("--full-every", min=1.0, help="Seconds between scoring the whole window (campaigns)."),
-    ] = 60.0,
+    ] = 300.0,
     refresh_every: Annotated[
         str | None,
         typer.Option(

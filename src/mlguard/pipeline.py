@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -224,13 +224,20 @@ def score_table(
     return Detection(decide(table, scores, found, policy), scores, table, scorer, found)
 
 
-def decide(table: FeatureTable, scores: Scores, found: Campaigns, policy: Policy) -> pl.DataFrame:
-    """Findings from scored clients and campaigns: one row per client of `table` with its
-    score, verdict and reasons, most suspicious first. (The daemon calls this for the clients
-    it rescored, with the campaigns of its last full pass.)"""
+def decide(
+    table: FeatureTable,
+    scores: Scores,
+    found: Campaigns,
+    policy: Policy,
+    only: Collection[str] | None = None,
+) -> pl.DataFrame:
+    """Findings from scored clients and campaigns: one row per client of `table` (or of those
+    in `only`) with its score, verdict and reasons, most suspicious first. (The daemon calls
+    this for the clients it rescored, with the campaigns of its last full pass.)"""
     own = pl.Series("client_score", np.round(scores.score, 4))
     frame = (
         table.frame.with_columns(own, pl.lit(table.window_secs).alias("_window_secs"))
+        .with_columns(pl.int_range(pl.len()).alias("_row"))  # the row of `scores` it was scored in
         .join(found.members, on="client", how="left", maintain_order="left")
         .with_columns(
             # A member of a campaign is judged by the stronger of its own score and the
@@ -242,7 +249,9 @@ def decide(table: FeatureTable, scores: Scores, found: Campaigns, policy: Policy
             .alias("evidence_requests"),
         )
     )
-    frame = policy.verdicts(frame).with_columns(pl.int_range(pl.len()).alias("_row"))
+    if only is not None:
+        frame = frame.filter(pl.col("client").is_in(pl.Series(list(only), dtype=pl.String).implode()))
+    frame = policy.verdicts(frame)
     # Reasons are written in Python, so only for the clients that get them (a few thousand of
     # hundreds of thousands); the rest get an empty list.
     flagged = frame.filter(pl.col("verdict").is_in([ALERT, BLOCK]))

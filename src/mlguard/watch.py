@@ -63,7 +63,7 @@ class WatchSettings:
     window_secs: int = 3600  # how much recent traffic each client is judged on
     burst_window_secs: int = WINDOW_SECS
     interval_secs: float = 5.0  # rescoring of the clients that just acted
-    full_every_secs: float = 60.0  # the whole window, and campaigns
+    full_every_secs: float = 300.0  # the whole window, and campaigns
     enforce_every_secs: float = 10.0
     refresh_every_secs: float | None = None  # refresh the baseline from recent unflagged traffic
     start_at_end: bool = True
@@ -247,7 +247,11 @@ class Watcher:
         log.info("baseline learned", extra={"event": "baseline_learned", "clients": table.frame.height})
         return True
 
-    def _score(self, clients: list[str] | None) -> pl.DataFrame | None:
+    def _score(self, clients: list[str] | None) -> tuple[pl.DataFrame, int] | None:
+        """Findings for `clients`, or a full pass over the window (None): every client scored,
+        campaigns found again, and findings for the clients that acted since the last pass and
+        the members of campaigns (the others' evidence has not changed since they were judged).
+        Also how many clients were scored."""
         assert self.baseline is not None
         # A person may have allowed a client since the last pass: that feedback holds at once.
         self.policy.allow = [*self._given_allow, *self.store.allowed()]
@@ -256,9 +260,13 @@ class Watcher:
             return None
         scorer = self.baseline.scorer
         scores = scorer.score(table.frame.select(FEATURE_NAMES).to_numpy())
-        if clients is None and self.settings.campaigns:
-            self.campaigns = find_campaigns(table.frame, scorer)
-        return decide(table, scores, self.campaigns, self.policy)
+        only: set[str] | None = None
+        if clients is None:
+            if self.settings.campaigns:
+                self.campaigns = find_campaigns(table.frame, scorer)
+            strong = self.campaigns.members.filter(pl.col("campaign_score") >= self.policy.alert_threshold)
+            only = self._touched | set(strong["client"].to_list())
+        return decide(table, scores, self.campaigns, self.policy, only), table.frame.height
 
     def _decide(self, findings: pl.DataFrame, report: StepReport) -> None:
         flagged = findings.filter(pl.col("verdict").is_in([ALERT, BLOCK]))
@@ -320,18 +328,13 @@ class Watcher:
                 )
 
     def _refresh(self) -> None:
-        """Learn from the window's unflagged clients (allowed ones count as normal)."""
+        """Learn from the window's clients without an active alert or block (allowed ones
+        count as normal: their alerts and blocks were revoked)."""
         assert self.baseline is not None
         table = self.window.features()
         if table is None:
             return
-        findings = self._score(None)
-        flagged = (
-            set()
-            if findings is None
-            else set(findings.filter(pl.col("verdict").is_in([ALERT, BLOCK]))["client"].to_list())
-        )
-        flagged |= {d.client for d in self.store.list() if d.verdict in (ALERT, BLOCK)}
+        flagged = {d.client for d in self.store.list() if d.verdict in (ALERT, BLOCK)}
         normal = table.frame.filter(~pl.col("client").is_in(list(flagged)))
         if normal.height < 2:
             return
@@ -418,22 +421,22 @@ class Watcher:
         if self.baseline is None and tick >= self._next_full and not self._fit():
             self._next_full = tick + self.settings.full_every_secs
         if self.baseline is not None:
-            findings: pl.DataFrame | None = None
+            scored: tuple[pl.DataFrame, int] | None = None
             full = tick >= self._next_full
             if full:
-                findings = self._score(None)
+                scored = self._score(None)
                 self._next_full = tick + self.settings.full_every_secs
                 self._next_score = tick + self.settings.interval_secs
                 self._touched.clear()
             elif tick >= self._next_score and self._touched:
-                findings = self._score(sorted(self._touched))
+                scored = self._score(sorted(self._touched))
                 self._next_score = tick + self.settings.interval_secs
                 self._touched.clear()
-            if findings is not None:
-                report.scored = findings.height
+            if scored is not None:
+                findings, report.scored = scored
                 self._decide(findings, report)
                 if full:
-                    self._gauges(clients=findings.height)
+                    self._gauges(clients=report.scored)
                 self.store.save_positions(
                     [(p.path, p.device, p.inode, p.offset, p.line_no) for p in self.follower.positions()],
                     self.clock(),
@@ -453,10 +456,10 @@ class Watcher:
         """At shutdown: score what was read since the last scoring and save where reading stopped."""
         report = StepReport(lines=self._read())
         if self.baseline is not None and self._touched:
-            findings = self._score(sorted(self._touched))
+            scored = self._score(sorted(self._touched))
             self._touched.clear()
-            if findings is not None:
-                self._decide(findings, report)
+            if scored is not None:
+                self._decide(scored[0], report)
         self.store.save_positions(
             [(p.path, p.device, p.inode, p.offset, p.line_no) for p in self.follower.positions()],
             self.clock(),

@@ -53,7 +53,16 @@ class SlidingWindow:
             parts.append(chunk_partials(part.drop("_bucket"), self.burst_window_secs))
             if len(parts) >= MERGE_AFTER:
                 self._buckets[bucket] = [merge_partials(parts)]
+        self._close_buckets()
         self._trim()
+
+    def _close_buckets(self) -> None:
+        """Merge the parts of every bucket but the newest into one: lines for them have stopped
+        coming (or nearly), and every rescoring filters each part, so fewer parts cost less."""
+        newest = max(self._buckets, default=None)
+        for bucket, parts in self._buckets.items():
+            if bucket != newest and len(parts) > 1:
+                self._buckets[bucket] = [merge_partials(parts)]
 
     def _trim(self) -> None:
         if self.newest is None:
