@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "spark": ("bench.spark:main", "feature table on Polars and on Spark local[2], same log: times, parity"),
     "lab": ("bench.lab.run:main", "run the attack lab and write access.log + labels.csv"),
     "peers": ("bench.peers.cli:main", "flag the clients of a log with CrowdSec and fail2ban"),
+    "web": ("bench.web:main", "mlguard serve: overview time over a store of 100,000 decisions (< 300 ms)"),
 }
 
 

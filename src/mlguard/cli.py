@@ -53,6 +53,7 @@ from mlguard.cli_options import (
     out,
     policy_from,
 )
+from mlguard.cli_serve import serve_command
 from mlguard.cli_spark import Engine, EngineOpt, SparkMasterOpt, features_command, read_spark
 from mlguard.cli_watch import watch_command
 from mlguard.decisions.policy import (
@@ -88,6 +89,7 @@ app = typer.Typer(
 app.add_typer(decisions_app, name="decisions")
 app.command("enforce")(enforce_command)
 app.command("watch")(watch_command)
+app.command("serve")(serve_command)
 app.command("features")(features_command)
 
 

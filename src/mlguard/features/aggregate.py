@@ -439,6 +439,21 @@ class ClientAccumulator:
         )
         return self._features(frame, priors, ref)
 
+    def traffic(self) -> pl.DataFrame:
+        """Requests and client errors (4xx) of all clients per burst window, oldest first."""
+        state = self._state
+        if state is None:
+            schema = {"window": pl.Datetime("us", "UTC"), "requests": pl.Int64, "errors": pl.Int64}
+            return pl.DataFrame(schema=schema)
+        return (
+            state.windows.group_by("window")
+            .agg(
+                pl.col("requests").sum().cast(pl.Int64),
+                pl.col("n_4xx").sum().cast(pl.Int64).alias("errors"),
+            )
+            .sort("window")
+        )
+
     def rarity_reference(self) -> RarityReference:
         """The template and trigram client counts of everything added so far."""
         if self._state is None:
