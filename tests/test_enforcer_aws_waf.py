@@ -27,52 +27,20 @@ from mlguard.errors import EnforcerError, UsageError
 try:
     import boto3
     from botocore.exceptions import ClientError
-    from moto.server import ThreadedMotoServer
+    from moto.server import ThreadedMotoServer  # noqa: F401 - checked here, used by moto_server
 except ImportError:  # the `test` extra brings them; CI must not skip this file
     if os.environ.get("CI"):
         raise
     pytest.skip("boto3 and moto[server] are not installed", allow_module_level=True)
 
 from mlguard.enforcers.aws_waf import MAX_ENTRIES, AwsWafEnforcer
+from tests.moto_server import moto_endpoint
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-# Anything that could send boto3 to a real account, profile or endpoint.
-REAL_ENV = (
-    "AWS_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_WAFV2",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_ROLE_ARN",
-)
-
-
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in DUMMY_ENV.items():
-            env.setenv(key, value)
-        for key in REAL_ENV:
-            env.delenv(key, raising=False)
-        nowhere = tmp_path_factory.mktemp("aws") / "absent"
-        env.setenv("AWS_CONFIG_FILE", str(nowhere))
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere))
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
+    with moto_endpoint(tmp_path_factory.mktemp("aws")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
