@@ -5,8 +5,8 @@ Three measurements, each beside a baseline measured in the same run:
 1. **Time to decision** (target <= 30 s). A real nginx on 127.0.0.1 (tests/nginx_server.py: realip
    from X-Forwarded-For, a small site) writes its access log while a thread plays visitors from
    ~200 public addresses. `mlguard watch --enforce --nginx-include` follows the log with its
-   defaults (5 s / 60 s cadences, baseline learned from the window; `--baseline model` trains one
-   with `mlguard train` on the warm-up log instead) and CrowdSec 1.4.6's live agent (Debian's
+   defaults (cadences, baseline learned from the window; `--baseline model` trains one with
+   `mlguard train` on the warm-up log instead) and CrowdSec 1.4.6's live agent (Debian's
    package; file acquisition, the nginx parsers, base-http-scenarios and http-cve from the hub it
    ships; own LAPI on 127.0.0.1) follows the same log. Then real scanners from Debian (gobuster,
    ffuf, dirb, wfuzz; each run from its own public address through X-Forwarded-For, with the
@@ -21,7 +21,8 @@ Three measurements, each beside a baseline measured in the same run:
    `mlguard watch` follows it from an empty window, then again with a full window (an hour of
    history written first and read with --from-start), then CrowdSec's agent; `tail -F FILE >
    /dev/null` follows the same file in every phase (the cost of just following). CPU = psutil
-   user+system delta / wall over the measured span, RSS sampled every second.
+   user+system delta / wall over the measured span (whole periods of watch's full pass), RSS
+   sampled every second.
 3. **Memory over hours** (target: flat once the window is full). In a child process, the Watcher
    is driven with an injected clock over four hours of log time at ~1,000 lines/s (the same
    stream, re-stamped to the simulated second), one `step()` per 5 simulated seconds, RSS sampled
@@ -1332,12 +1333,13 @@ def render_memory(m: dict[str, Any]) -> list[str]:
         rows = 100 * (last["window_rows"] - tail[0]["window_rows"]) / max(tail[0]["window_rows"], 1)
         cpu = (last["step_cpu_s"] - first["step_cpu_s"]) / (end - first["sim_s"])
         refresh = " (both marks fall right after the hourly baseline refresh)" if window % 3600 == 0 else ""
-        every = samples[0]["sim_s"] // 60
+        every = samples[0]["sim_s"]
+        every_text = f"{every // 60}-minute" if every % 60 == 0 else f"{every}-second"
         out += [
             "",
             f"**Last {_hms(window)}** ({_hms(end - window)} → {_hms(end)}): RSS at the marks "
             f"{first['rss_mib']:.0f} → {last['rss_mib']:.0f} MiB, **{growth:+.1f}%**{refresh}; the lowest "
-            f"RSS after a step, per {every}-minute span, {floors[0][1]:.0f} → {floors[-1][1]:.0f} MiB "
+            f"RSS after a step, per {every_text} span, {floors[0][1]:.0f} → {floors[-1][1]:.0f} MiB "
             f"(least-squares trend {slope:+.0f} MiB per hour, {per_hour:+.1f}%); window rows {rows:+.1f}%.",
         ]
         # Once full: the lowest RSS of each window-long span after the first (full) one.
@@ -1355,8 +1357,9 @@ def render_memory(m: dict[str, Any]) -> list[str]:
                 for k, low, high in spans
             )
             out.append(
-                f"Once the window is full, mean of the lowest RSS per {every}-minute span, by hour (MiB): "
-                f"{listed}; last hour against the first full one: **{change:+.1f}%**. Target (no growth once "
+                f"Once the window is full, mean of the lowest RSS per {every_text} span, by window length "
+                "(MiB): "
+                f"{listed}; the last against the first full one: **{change:+.1f}%**. Target (no growth once "
                 f"the window is full; read as within +5%): **{'met' if change <= 5 else 'missed'}**."
             )
         else:
@@ -1366,8 +1369,8 @@ def render_memory(m: dict[str, Any]) -> list[str]:
                 f"hour): **{verdict}**."
             )
         out.append(
-            f"CPU over the last hour: {cpu:.3f} CPU-s per second of log, i.e. {100 * cpu:.1f}% of one core "
-            f"at {m['rate']:,} lines/s with a full window (the steps' own CPU, all threads)."
+            f"CPU over the last {_hms(window)}: {cpu:.3f} CPU-s per second of log, i.e. {100 * cpu:.1f}% of "
+            f"one core at {m['rate']:,} lines/s with a full window (the steps' own CPU, all threads)."
         )
     loads = [s["load_avg_1m"] for s in samples if "load_avg_1m" in s]
     if loads:
