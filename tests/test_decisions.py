@@ -62,6 +62,26 @@ def test_verdicts_are_recorded_once_refreshed_and_expire(tmp_path: Path) -> None
         assert again.expires == iso(T0 + timedelta(days=1) + 2 * BLOCK_TTL)
 
 
+def test_listing_for_enforcers_reasons_and_deliveries(tmp_path: Path) -> None:
+    hostile = ['"quoted" \\ \u001b[31m <script>', "", "ünïcode, commas, [brackets]"]
+    frame = findings(
+        ("203.0.113.7", "alert", 0.6), ("198.51.100.9", "block", 0.8), ("192.0.2.1", "alert", 0.7)
+    )
+    frame = frame.with_columns(pl.Series("reasons", [hostile, [], ["plain"]]))
+    with DecisionStore(tmp_path / "state.db") as store:
+        store.record(frame, T0)
+        listed = {d.client: d.reasons for d in store.list()}
+        assert listed == {"203.0.113.7": hostile, "198.51.100.9": [], "192.0.2.1": ["plain"]}
+        assert store.active_clients("block") == {"198.51.100.9"}
+        assert store.active_clients("alert") == {"203.0.113.7", "192.0.2.1"}
+        first = next(d for d in store.list() if d.client == "203.0.113.7")
+        store.mark_delivered("webhook:x", [first.id], T0)
+        assert {d.client for d in store.list(undelivered_to="webhook:x")} == {"198.51.100.9", "192.0.2.1"}
+        assert len(store.list(undelivered_to="webhook:other")) == 3
+        store.allow("192.0.2.0/24", T0, "our monitor")
+        assert {d.client for d in store.list(undelivered_to="webhook:x")} == {"198.51.100.9"}
+
+
 def test_allow_is_feedback_that_persists(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with DecisionStore(path) as store:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 
 from mlguard.features.aggregate import ClientAccumulator, chunk_partials
+from mlguard.features.window import SlidingWindow
 from mlguard.formats import get_format
 
 
@@ -37,3 +39,41 @@ def test_features_are_the_same_in_one_chunk_or_many(fixtures: Path) -> None:
         for start in range(0, records.height, size):
             pieces.add(records[start : start + size])
         assert pieces.finish().frame.equals(whole.finish().frame), size
+
+
+def test_a_sliding_window_gives_the_batch_features_for_all_or_some_clients(fixtures: Path) -> None:
+    # `watch` rescores only the clients that just acted, from their rows of each time bucket:
+    # their features must be exactly what scoring the whole window (or a batch run) gives them.
+    records = _records(fixtures).sort("time", "line_no")
+    batch = ClientAccumulator()
+    batch.add(records)
+    expected = batch.finish()
+    window = SlidingWindow(window_secs=10 * 365 * 86400)  # wide enough to keep every line
+    for start in range(0, records.height, 40):
+        window.add(records[start : start + 40])
+    full = window.features()
+    assert full is not None and full.frame.equals(expected.frame)
+    clients = expected.frame.sort("requests", descending=True)["client"].to_list()
+    some = clients[:3] + clients[-3:]
+    # As `watch` does, both against a baseline (here, the window's own rarity and priors).
+    judged = window.features(reference=full.rarity, priors=full.priors)
+    subset = window.features(some, reference=full.rarity, priors=full.priors)
+    assert judged is not None and subset is not None and sorted(subset.frame["client"]) == sorted(some)
+    # Everything but the fill-in for clients with too few gaps (the population's median).
+    columns = [c for c in subset.frame.columns if c != "gap_regularity"]
+    want = judged.frame.filter(pl.col("client").is_in(some)).select(columns)
+    assert subset.frame.select(columns).equals(want)
+
+
+def test_a_sliding_window_forgets_what_is_older_than_it(fixtures: Path) -> None:
+    records = _records(fixtures).sort("time", "line_no")
+    span = (records["time"].max() - records["time"].min()).total_seconds()
+    assert span > 600
+    window = SlidingWindow(window_secs=300)
+    window.add(records)
+    kept = window.features()
+    assert kept is not None
+    newest = records["time"].max()
+    recent = records.filter(pl.col("time") > newest - timedelta(seconds=300))
+    assert kept.frame["requests"].sum() <= recent.height + records.height // 12 + 1
+    assert kept.frame["last_seen"].min() > newest - timedelta(seconds=300 + 300 // 12)

@@ -34,7 +34,7 @@ import polars as pl
 
 from mlguard.decisions.breaker import CircuitBreaker
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
-from mlguard.decisions.store import DETECTOR, DecisionStore
+from mlguard.decisions.store import DETECTOR, Decision, DecisionStore
 from mlguard.detectors.campaigns import Campaigns, find_campaigns
 from mlguard.detectors.model import Baseline, build_baseline, refresh_baseline, save_model
 from mlguard.enforcers import Enforcer
@@ -275,7 +275,7 @@ class Watcher:
         if flagged.height == 0:
             return
         now = self.clock().replace(microsecond=0)
-        blocked = {d.client for d in self.store.list(verdict=BLOCK)}
+        blocked = self.store.active_clients(BLOCK)
         new_blocks = flagged.filter((pl.col("verdict") == BLOCK) & ~pl.col("client").is_in(list(blocked)))
         _, held, closed = self.breaker.admit(new_blocks["client"].to_list(), now)
         if closed:
@@ -359,8 +359,8 @@ class Watcher:
     def _enforce(self) -> None:
         now = self.clock().replace(microsecond=0)
         self.store.expire(now)
-        active = self.store.list()
         tick = self.monotonic()
+        blocks: list[Decision] | None = None  # listed once, and only if an enforcer runs now
         for state in self._enforcers:
             name = state.enforcer.name
             if state.blocks and not self.settings.enforce and not self.settings.dry_run:
@@ -371,6 +371,16 @@ class Watcher:
                     )
                     self._said_alert_only = True
                 continue
+            if not self.settings.dry_run and tick < state.next_try:
+                continue
+            # Blockers act on the active blocks only; a notifier on what it has not had yet
+            # (alerts are most decisions: tens of thousands on a busy site, not listed each time).
+            if state.blocks:
+                blocks = self.store.list(verdict=BLOCK) if blocks is None else blocks
+                active = blocks
+            else:
+                target = getattr(state.enforcer, "target", None)
+                active = self.store.list(undelivered_to=target) if target else self.store.list()
             if self.settings.dry_run:
                 for d in state.enforcer.pending(active):
                     log.info(
@@ -382,8 +392,6 @@ class Watcher:
                             "verdict": d.verdict,
                         },
                     )
-                continue
-            if tick < state.next_try:
                 continue
             try:
                 result = state.enforcer.sync(active)

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_client ON decisions (client, state);
 CREATE INDEX IF NOT EXISTS decisions_state ON decisions (state, verdict);
+CREATE INDEX IF NOT EXISTS decisions_expiry ON decisions (state, expires);
 CREATE TABLE IF NOT EXISTS deliveries (  -- which decision reached which target (webhooks)
     decision_id INTEGER NOT NULL REFERENCES decisions (id),
     target TEXT NOT NULL,
@@ -167,12 +168,21 @@ class DecisionStore:
             "SELECT id, client, verdict, score, reasons, campaign, created, expires, origin, state, note "
             f"FROM decisions WHERE {where} ORDER BY id"
         )
+        rows = self._db.execute(sql, tuple(args)).fetchall()
+        try:  # one parse for all the reasons: `watch` lists tens of thousands of decisions
+            reasons = json.loads("[" + ",".join(r[4] for r in rows) + "]")
+        except ValueError:
+            reasons = [json.loads(r[4]) for r in rows]  # raises on the row that is not JSON
         return [
-            Decision(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
-            for r in self._db.execute(sql, tuple(args))
+            Decision(r[0], r[1], r[2], r[3], why, r[5], r[6], r[7], r[8], r[9], r[10])
+            for r, why in zip(rows, reasons, strict=True)
         ]
 
-    def list(self, *, state: str | None = ACTIVE, verdict: str | None = None) -> list[Decision]:
+    def list(
+        self, *, state: str | None = ACTIVE, verdict: str | None = None, undelivered_to: str | None = None
+    ) -> list[Decision]:
+        """Decisions in `state` (all when None) with `verdict`; with `undelivered_to`, only the
+        alerts and blocks that target has not had yet."""
         where, args = ["1"], []
         if state is not None:
             where.append("state = ?")
@@ -180,7 +190,20 @@ class DecisionStore:
         if verdict is not None:
             where.append("verdict = ?")
             args.append(verdict)
+        if undelivered_to is not None:
+            where.append(
+                "verdict IN ('alert', 'block') AND id NOT IN "
+                "(SELECT decision_id FROM deliveries WHERE target = ?)"
+            )
+            args.append(undelivered_to)
         return self._rows(" AND ".join(where), args)
+
+    def active_clients(self, verdict: str) -> set[str]:
+        """The clients under an active decision of `verdict` (cheaper than `list`)."""
+        rows = self._db.execute(
+            "SELECT client FROM decisions WHERE state = 'active' AND verdict = ?", (verdict,)
+        )
+        return {r[0] for r in rows}
 
     def since(self, last_id: int) -> list[Decision]:
         """Decisions made after the one numbered `last_id` (whatever their state now)."""

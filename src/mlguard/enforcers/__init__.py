@@ -2,9 +2,11 @@
 
 Every back-end has one small interface (as the CrowdSec firewall bouncer's): `sync(decisions)`
 makes the target reflect the given active decisions and says what it did; `pending(decisions)`
-is what a sync would push (for --dry-run); `healthcheck()` says
-whether the target can be reached; `close()`. Back-ends register by name here, and their
-modules (and any SDK they need) are imported only when chosen.
+is what a sync would push (for --dry-run); `healthcheck()` says whether the target can be
+reached; `close()`. `mlguard watch` gives a blocker (`blocks`) the active blocks, and a notifier
+with a `target` (its name in the store's deliveries) only what that target has not had yet.
+Back-ends register by name here, and their modules (and any SDK they need) are imported only
+when chosen.
 """
 
 from __future__ import annotations

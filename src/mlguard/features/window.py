@@ -83,20 +83,25 @@ class SlidingWindow:
         parts = [p for parts in self._buckets.values() for p in parts]
         if clients is None:
             return parts
-        cids = pl.Series(clients, dtype=pl.String).hash()
-        keep = pl.col("cid").is_in(cids.implode())
-        return [
-            Partials(
-                p.clients.filter(keep),
-                p.windows.filter(keep),
-                p.targets.filter(keep),
-                p.user_agents.filter(keep),
-                p.agent_names,
-                p.templates,
-                p.shapes,
+        cids = pl.DataFrame({"cid": pl.Series(clients, dtype=pl.String).hash()})
+        out = []
+        for p in parts:
+            targets = p.targets.join(cids, on="cid", how="semi")
+            user_agents = p.user_agents.join(cids, on="cid", how="semi")
+            # Only the user agents, path templates and request shapes these clients used: the
+            # rest of the window's (tens of thousands) would be merged and examined for nothing.
+            out.append(
+                Partials(
+                    p.clients.join(cids, on="cid", how="semi"),
+                    p.windows.join(cids, on="cid", how="semi"),
+                    targets,
+                    user_agents,
+                    p.agent_names.join(user_agents.select("uid"), on="uid", how="semi"),
+                    p.templates.join(targets.select("template_id"), on="template_id", how="semi"),
+                    p.shapes.join(targets.select("shape_id"), on="shape_id", how="semi"),
+                )
             )
-            for p in parts
-        ]
+        return out
 
     def accumulator(self, clients: list[str] | None = None) -> ClientAccumulator:
         """The window's records of `clients` (all when None), ready to `finish`."""
