@@ -24,9 +24,9 @@ Three measurements, each beside a baseline measured in the same run:
    user+system delta / wall over the measured span (whole periods of watch's full pass), RSS
    sampled every second.
 3. **Memory over hours** (target: flat once the window is full). In a child process, the Watcher
-   is driven with an injected clock over four hours of log time at ~1,000 lines/s (the same
-   stream, re-stamped to the simulated second), one `step()` per 5 simulated seconds, RSS sampled
-   every 5 simulated minutes.
+   is driven with an injected clock over four hours of log time at ~1,000 lines/s (the same kind
+   of stream, from the 20M-line log so that no line is played twice; re-stamped to the simulated
+   second), one `step()` per 5 simulated seconds, RSS sampled every 5 simulated minutes.
 
 `--quick` runs a short version of each (a few minutes). `--only` runs some parts and keeps the
 others from the last bench/results/watch.json. Writes bench/results/watch.{json,md}.
@@ -178,6 +178,29 @@ def _offset_at(path: Path, when: int) -> int:
                 return pos
 
 
+LOG_SPAN_SECS = 5 * 86400  # bench/make_big_log.py's default: five days
+
+
+def _source_for(rate: int, secs: int) -> tuple[Path, int]:
+    """The smallest generated log (10M lines, or a multiple: five days of a site either way) that
+    holds enough slices of `secs` for `rate` lines/s without playing any line twice."""
+    from bench.throughput import ensure_log
+
+    lines = 10_000_000
+    while math.ceil(rate * LOG_SPAN_SECS / lines) * secs > 0.97 * LOG_SPAN_SECS:
+        lines += 10_000_000
+    path, meta = ensure_log(lines, 42, skip_generate=False, force=False)
+    return path, int(meta["lines"])
+
+
+def _cpu_slice_secs(plan: Plan) -> int:
+    return max(7200, plan.cpu_history_secs + 1800)
+
+
+def _memory_slice_secs(plan: Plan) -> int:
+    return max(7200, plan.memory_secs)
+
+
 class _Stream:
     """Lines of a generated log (sorted by time) at about `rate` lines/s, each client keeping its
     own pace: the log is cut into consecutive slices of `secs` of its own time, and all slices are
@@ -191,8 +214,9 @@ class _Stream:
             f.seek(max(path.stat().st_size - (1 << 16), 0))
             last = max(t for line in f if (t := _line_time(line)) is not None)
         self.source_rate = lines / max(last - first, 1)
-        wanted = max(1, math.ceil(rate / self.source_rate))
-        self.slices = max(1, min(wanted, (last - first) // secs))
+        self.slices = max(1, math.ceil(rate / self.source_rate))
+        if self.slices * secs > last - first:
+            raise ValueError(f"{path} is too short for {self.slices} slices of {secs} s: use a longer log")
         self.secs = secs
         self.starts = [first + k * secs for k in range(self.slices)]
         self.offsets = [_offset_at(path, t) for t in self.starts]
@@ -822,7 +846,7 @@ def _cpu_phase(kind: str, plan: Plan, source: tuple[Path, int], history_secs: in
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log = work / "access.log"
-    stream = _Stream(*source, rate=plan.cpu_rate, secs=max(7200, history_secs + 1800))
+    stream = _Stream(*source, rate=plan.cpu_rate, secs=_cpu_slice_secs(plan))
     prefilled = _prefill(stream, log, history_secs) if history_secs else 0
     if not prefilled:
         log.touch()
@@ -946,7 +970,7 @@ def cpu_following(plan: Plan, source: tuple[Path, int], use_crowdsec: bool) -> d
     if use_crowdsec:
         phases.append(_cpu_phase("crowdsec", plan, source))
         print(f"[watch] cpu: {json.dumps(phases[-1])}", file=sys.stderr, flush=True)
-    stream = _Stream(*source, rate=plan.cpu_rate, secs=max(7200, plan.cpu_history_secs + 1800))
+    stream = _Stream(*source, rate=plan.cpu_rate, secs=_cpu_slice_secs(plan))
     stream.close()
     return {
         "source": str(source[0].relative_to(ROOT)),
@@ -1003,7 +1027,7 @@ def memory_child(argv: list[str]) -> int:
         clock=lambda: clock["wall"], monotonic=lambda: clock["tick"], metrics=metrics,
     )  # fmt: skip
     me = psutil.Process()
-    stream = _Stream(a.source, a.lines, a.rate, max(7200, a.secs))  # slices over days, as in part 2
+    stream = _Stream(a.source, a.lines, a.rate, max(7200, a.secs))  # as _memory_slice_secs
     print(json.dumps({"stream": stream.describe()}), flush=True)
     counter = sqlite3.connect(f"file:{a.work / 'state.db'}?mode=ro", uri=True, isolation_level=None)
     step_cpu = 0.0
@@ -1444,7 +1468,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown part(s): {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
     import psutil  # noqa: F401 - fail early: `pip install -e '.[test]'` brings it
 
-    from bench.throughput import ensure_log, machine_info
+    from bench.throughput import machine_info
 
     use_crowdsec = not args.no_crowdsec and shutil.which("crowdsec") is not None
     name = "watch-quick" if args.quick else "watch"
@@ -1462,14 +1486,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"missing: {', '.join(missing)} (apt-get install gobuster ffuf dirb wfuzz)")
         at = _code_state()
         result["decision"] = {**time_to_decision(plan, args.baseline, use_crowdsec), **stamp, **at}
-    if "cpu" in parts or "memory" in parts:
-        # Five days of a busy site's traffic (166,666 clients), played as ~44 slices at once (_Stream).
-        path, meta = ensure_log(10_000_000, 42, skip_generate=False, force=False)
-        source = (path, int(meta["lines"]))
     if "cpu" in parts:
+        source = _source_for(plan.cpu_rate, _cpu_slice_secs(plan))
         at = _code_state()
         result["cpu"] = {**cpu_following(plan, source, use_crowdsec), **stamp, **at}
     if "memory" in parts:
+        source = _source_for(plan.memory_rate, _memory_slice_secs(plan))
         at = _code_state()
         result["memory"] = {**memory_over_hours(plan, source), **stamp, **at}
     RESULTS.mkdir(parents=True, exist_ok=True)
