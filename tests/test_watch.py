@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 from threading import Thread
 from typing import Any, ClassVar
@@ -252,6 +253,35 @@ def test_without_a_model_the_baseline_is_learned_and_refreshed_without_flagged_c
     assert window is not None
     unflagged = window.frame.filter(~pl.col("client").is_in(list(flagged))).height
     assert refreshed.meta["training_clients_seen"] == learned.scorer.train_matrix_.shape[0] + unflagged
+    store.close()
+
+
+def test_a_baseline_learned_from_a_filling_window_is_learned_again_as_it_doubles(
+    tmp_path: Path, labelled_small: tuple[Path, pl.DataFrame]
+) -> None:
+    # The first baseline comes from 50 clients and alerts on much of what it has not seen; as
+    # the window fills it is learned again each time the clients have doubled, then left be.
+    lines = labelled_small[0].read_bytes().splitlines(True)
+    clock = Clock()
+    store = DecisionStore(tmp_path / "state.db")
+    watcher = _watcher(tmp_path, store, None, clock)
+    learned_from: list[int] = []
+    for i in range(0, len(lines), 20):  # a full pass every 12 steps: 240 lines
+        with open(tmp_path / "access.log", "ab") as handle:
+            handle.writelines(lines[i : i + 20])
+        clock.advance(5)
+        watcher.step()
+        if watcher.baseline is not None and watcher.baseline.meta["training_clients"] not in learned_from:
+            learned_from.append(watcher.baseline.meta["training_clients"])
+    for _ in range(30):  # the log has ended: full passes go on, and nothing is learned again
+        clock.advance(5)
+        watcher.step()
+    assert watcher.baseline is not None
+    clients = watcher.window.features()
+    assert clients is not None
+    assert len(learned_from) >= 3 and learned_from[0] >= 50
+    assert all(b >= 2 * a for a, b in pairwise(learned_from))
+    assert watcher.baseline.meta["training_clients"] == learned_from[-1] > clients.frame.height / 2
     store.close()
 
 

@@ -23,6 +23,8 @@ Time: windows follow the log's own timestamps; decisions, TTLs and cadences foll
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -52,7 +54,29 @@ from mlguard.sources.follow import LogFollower, Position, history_before
 
 log = logging.getLogger("mlguard.watch")
 
+
+def _glibc_trim() -> Callable[[], None]:
+    """glibc's `malloc_trim(0)`, or a no-op elsewhere. A full pass allocates and frees hundreds
+    of MB in pieces of every size (NumPy, the scorers); glibc keeps freed heap pages mapped, so
+    without a trim the resident size creeps up pass after pass (BENCHMARKS.md, watch memory).
+    A trim costs well under a millisecond."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+release_free_memory = _glibc_trim()
+
 MIN_FIT_CLIENTS = 50  # without --model, the window must hold this many clients to learn from
+REFIT_GROWTH = 2  # a baseline learned from the window is learned again when its clients double
 MAX_ENFORCER_BACKOFF_SECS = 300.0
 
 
@@ -134,6 +158,10 @@ class Watcher:
         self.counters = WatchCounters()
         self.window = SlidingWindow(settings.window_secs, settings.burst_window_secs)
         self.campaigns = Campaigns.empty()
+        # Without --model: the clients the baseline was learned from (0: not learned yet). The
+        # first one comes from few clients; it is learned again as the window fills.
+        self._learned_from: int | None = None if baseline is not None else 0
+        self._full_clients = 0  # clients scored by the last full pass
         self._formats: dict[str, LogFormat] = {}
         self._touched: set[str] = set()
         self._live_since: datetime | None = None  # decisions only for clients seen after this
@@ -237,15 +265,27 @@ class Watcher:
     # Scoring and deciding
 
     def _fit(self) -> bool:
-        """Without a model, learn the baseline from the window once it holds enough clients."""
+        """Without a model, learn the baseline from the window once it holds enough clients,
+        and again each time they have doubled since, until the window is full (a baseline
+        learned from 50 clients is rough: it alerts on much of what it has not seen)."""
         table = self.window.features()
         if table is None or table.frame.height < MIN_FIT_CLIENTS:
             return False
         X = table.frame.select(FEATURE_NAMES).to_numpy()
         meta = {"training_clients": table.frame.height, "learned_from": "watch window"}
         self.baseline = build_baseline(X, table.rarity, table.priors, meta, self.settings.seed)
-        log.info("baseline learned", extra={"event": "baseline_learned", "clients": table.frame.height})
+        again = bool(self._learned_from)
+        self._learned_from = table.frame.height
+        log.info(
+            "baseline learned again, from a fuller window" if again else "baseline learned",
+            extra={"event": "baseline_learned", "clients": table.frame.height},
+        )
         return True
+
+    def _window_grew(self) -> bool:
+        """A baseline learned from the window, whose clients have doubled since (it fills, or
+        the site got busier); with steady traffic this stops once the window is full."""
+        return bool(self._learned_from) and self._full_clients >= REFIT_GROWTH * (self._learned_from or 0)
 
     def _score(self, clients: list[str] | None) -> tuple[pl.DataFrame, int] | None:
         """Findings for `clients`, or a full pass over the window (None): every client scored,
@@ -334,10 +374,12 @@ class Watcher:
         table = self.window.features()
         if table is None:
             return
-        flagged = {d.client for d in self.store.list() if d.verdict in (ALERT, BLOCK)}
+        flagged = self.store.active_clients(ALERT) | self.store.active_clients(BLOCK)
         normal = table.frame.filter(~pl.col("client").is_in(list(flagged)))
         if normal.height < 2:
             return
+        if self._learned_from is not None:
+            self._learned_from = normal.height
         now = self.clock().replace(microsecond=0)
         self.baseline = refresh_baseline(
             self.baseline,
@@ -432,6 +474,8 @@ class Watcher:
             scored: tuple[pl.DataFrame, int] | None = None
             full = tick >= self._next_full
             if full:
+                if self._window_grew():
+                    self._fit()
                 scored = self._score(None)
                 self._next_full = tick + self.settings.full_every_secs
                 self._next_score = tick + self.settings.interval_secs
@@ -444,7 +488,9 @@ class Watcher:
                 findings, report.scored = scored
                 self._decide(findings, report)
                 if full:
+                    self._full_clients = report.scored
                     self._gauges(clients=report.scored)
+                    release_free_memory()
                 self.store.save_positions(
                     [(p.path, p.device, p.inode, p.offset, p.line_no) for p in self.follower.positions()],
                     self.clock(),
