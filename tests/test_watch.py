@@ -26,7 +26,7 @@ import pytest
 from mlguard.decisions.breaker import CircuitBreaker
 from mlguard.decisions.policy import Policy
 from mlguard.decisions.store import DecisionStore
-from mlguard.detectors.model import Baseline, build_baseline, refresh_baseline
+from mlguard.detectors.model import Baseline, build_baseline, load_model, refresh_baseline, save_model
 from mlguard.enforcers import Enforcer, get_enforcer
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.observability import Metrics
@@ -282,6 +282,48 @@ def test_a_baseline_learned_from_a_filling_window_is_learned_again_as_it_doubles
     assert len(learned_from) >= 3 and learned_from[0] >= 50
     assert all(b >= 2 * a for a, b in pairwise(learned_from))
     assert watcher.baseline.meta["training_clients"] == learned_from[-1] > clients.frame.height / 2
+    store.close()
+
+
+def test_a_replaced_model_file_is_loaded_at_the_next_full_pass(
+    tmp_path: Path,
+    baseline: Baseline,
+    labelled_small: tuple[Path, pl.DataFrame],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `mlguard train --out MODEL` while the daemon runs: the new baseline is used without a
+    # restart; a file that does not load (half copied, wrong version) leaves the last one.
+    model = tmp_path / "model.npz"
+
+    def trained_by(who: str) -> Baseline:
+        return Baseline(baseline.scorer, baseline.reference, baseline.priors, {"trained_by": who})
+
+    save_model(trained_by("first"), model)
+    clock = Clock()
+    store = DecisionStore(tmp_path / "state.db")
+    watcher = _watcher(tmp_path, store, load_model(model), clock, model_path=model)
+    lines = labelled_small[0].read_bytes().splitlines(True)
+    _replay(watcher, tmp_path / "access.log", lines[:500], clock)
+    assert watcher.baseline is not None and watcher.baseline.meta["trained_by"] == "first"
+    save_model(trained_by("second"), model)
+    clock.advance(5)
+    watcher.step()  # not a full pass yet
+    assert watcher.baseline.meta["trained_by"] == "first"
+    clock.advance(61)
+    watcher.step()
+    assert watcher.baseline.meta["trained_by"] == "second"
+    model.write_bytes(b"\x1b[31mnot a model")
+    clock.advance(61)
+    with caplog.at_level("ERROR", logger="mlguard.watch"):
+        watcher.step()
+    assert watcher.baseline.meta["trained_by"] == "second"
+    assert [r for r in caplog.records if getattr(r, "event", None) == "model_not_reloaded"]
+    clock.advance(61)
+    with caplog.at_level("ERROR", logger="mlguard.watch"):
+        watcher.step()  # the same bad file: said once
+    assert len([r for r in caplog.records if getattr(r, "event", None) == "model_not_reloaded"]) == 1
+    _replay(watcher, tmp_path / "access.log", lines[500:], clock)
+    assert {d.client for d in store.list(verdict="block")} >= {ACUNETIX}
     store.close()
 
 

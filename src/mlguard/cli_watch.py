@@ -193,6 +193,7 @@ def watch_command(
         dry_run=dry_run,
         campaigns=campaigns,
         save_model=save_model,
+        model_path=model,
         seed=seed,
     )
     policy = policy_from(

@@ -38,7 +38,7 @@ from mlguard.decisions.breaker import CircuitBreaker
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
 from mlguard.decisions.store import DETECTOR, Decision, DecisionStore
 from mlguard.detectors.campaigns import Campaigns, find_campaigns
-from mlguard.detectors.model import Baseline, build_baseline, refresh_baseline, save_model
+from mlguard.detectors.model import Baseline, build_baseline, load_model, refresh_baseline, save_model
 from mlguard.enforcers import Enforcer
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import safe_text
@@ -96,6 +96,7 @@ class WatchSettings:
     dry_run: bool = False
     campaigns: bool = True
     save_model: Path | None = None
+    model_path: Path | None = None  # --model: loaded again when the file is replaced
     seed: int = 0
 
 
@@ -162,6 +163,7 @@ class Watcher:
         # first one comes from few clients; it is learned again as the window fills.
         self._learned_from: int | None = None if baseline is not None else 0
         self._full_clients = 0  # clients scored by the last full pass
+        self._model_stamp = self._stamp(settings.model_path)  # the --model file as last loaded
         self._formats: dict[str, LogFormat] = {}
         self._touched: set[str] = set()
         self._live_since: datetime | None = None  # decisions only for clients seen after this
@@ -287,6 +289,43 @@ class Watcher:
         the site got busier); with steady traffic this stops once the window is full."""
         return bool(self._learned_from) and self._full_clients >= REFIT_GROWTH * (self._learned_from or 0)
 
+    @staticmethod
+    def _stamp(path: Path | None) -> tuple[int, int, int] | None:
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _reload_model(self) -> None:
+        """A --model file replaced since it was loaded (a new `mlguard train --out`) is loaded
+        and used from this pass on; one that does not load is said once and the last kept."""
+        path = self.settings.model_path
+        stamp = self._stamp(path)
+        if path is None or stamp is None or stamp == self._model_stamp:
+            return
+        self._model_stamp = stamp
+        try:
+            self.baseline = load_model(path)
+        except MLGuardError as exc:
+            log.error(
+                "the model file changed but does not load; the current baseline is kept",
+                extra={
+                    "event": "model_not_reloaded",
+                    "path": safe_text(str(path)),
+                    "error": safe_text(str(exc)),
+                },
+            )
+            return
+        log.info(
+            "model reloaded",
+            extra={
+                "event": "model_reloaded",
+                "path": safe_text(str(path)),
+                "clients": self.baseline.meta.get("training_clients"),
+            },
+        )
+
     def _score(self, clients: list[str] | None) -> tuple[pl.DataFrame, int] | None:
         """Findings for `clients`, or a full pass over the window (None): every client scored,
         campaigns found again, and findings for the clients that acted since the last pass and
@@ -391,6 +430,11 @@ class Watcher:
         )
         if self.settings.save_model is not None:
             save_model(self.baseline, self.settings.save_model)
+            if (
+                self.settings.model_path is not None
+                and self.settings.save_model.resolve() == self.settings.model_path.resolve()
+            ):
+                self._model_stamp = self._stamp(self.settings.model_path)
         log.info(
             "baseline refreshed",
             extra={"event": "baseline_refreshed", "clients": normal.height, "left_out": len(flagged)},
@@ -474,6 +518,7 @@ class Watcher:
             scored: tuple[pl.DataFrame, int] | None = None
             full = tick >= self._next_full
             if full:
+                self._reload_model()
                 if self._window_grew():
                     self._fit()
                 scored = self._score(None)
