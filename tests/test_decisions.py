@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlguard.cli import app
+from mlguard.decisions.policy import Policy
 from mlguard.decisions.store import BLOCK_TTL, DecisionStore
 from mlguard.errors import UsageError
 
@@ -166,3 +167,35 @@ def test_store_survives_kill_9_mid_write(tmp_path: Path) -> None:
     with DecisionStore(path) as store:  # and the store opens and works after the crash
         assert len(store.list(verdict="block")) >= committed
         store.record(findings(("192.0.2.1", "block", 0.9)), T0)
+
+
+def test_more_evidence_lowers_the_score_a_block_needs_within_bounds() -> None:
+    # 2,000 requests of a scanner are surer than 20: the block threshold holds at the minimum
+    # number of requests and falls 0.04 per tenfold more, at most 0.10 and never to halfway
+    # from the alert threshold; below the minimum there is no block at all. (Public addresses:
+    # the documentation ranges count as private, which is never blocked.)
+    clients = pl.DataFrame(
+        {
+            "client": ["45.33.32.1", "45.33.32.2", "45.33.32.3", "45.33.32.4", "45.33.32.5", "10.0.0.1"],
+            "score": [0.70, 0.70, 0.70, 0.65, 0.77, 0.70],
+            "requests": [25, 2_000, 10, 10_000_000, 19, 2_000],
+        }
+    )
+    verdicts = dict(Policy().verdicts(clients).select("client", "verdict").iter_rows())
+    assert verdicts == {
+        "45.33.32.1": "alert",  # too little evidence for 0.70
+        "45.33.32.2": "block",  # 2,000 requests: 0.76 - 0.04 * 2 = 0.68
+        "45.33.32.3": "alert",
+        "45.33.32.4": "alert",  # however much evidence, never under 0.66
+        "45.33.32.5": "alert",  # under the minimum of 20 requests
+        "10.0.0.1": "alert",  # private: never blocked
+    }
+    fixed = dict(Policy(block_discount=0.0).verdicts(clients).select("client", "verdict").iter_rows())
+    assert fixed["45.33.32.2"] == "alert"
+    assert Policy(alert_threshold=0.7, block_threshold=0.8).lowest_block_threshold == 0.75  # halfway
+    with pytest.raises(UsageError):
+        Policy(block_discount=0.5)
+    campaigns = pl.DataFrame(
+        {"campaign": ["c-1", "c-2"], "campaign_score": [0.70, 0.70], "requests": [3_000, 40]}
+    )
+    assert Policy().campaign_verdicts(campaigns)["verdict"].to_list() == ["block", "alert"]

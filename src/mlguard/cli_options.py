@@ -57,7 +57,12 @@ CampaignsOpt = Annotated[
 ]
 AlertOpt = Annotated[float, typer.Option("--alert-threshold", help="Score from which a client is reported.")]
 BlockOpt = Annotated[
-    float, typer.Option("--block-threshold", help="Score from which a client may be blocked.")
+    float,
+    typer.Option(
+        "--block-threshold",
+        help="Score from which a client with --min-block-requests requests may be blocked "
+        "(a little less with more requests: docs/decisions.md).",
+    ),
 ]
 MinBlockOpt = Annotated[
     int, typer.Option("--min-block-requests", min=1, help="Never block a client with fewer requests.")
