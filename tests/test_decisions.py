@@ -195,7 +195,15 @@ def test_more_evidence_lowers_the_score_a_block_needs_within_bounds() -> None:
     assert Policy(alert_threshold=0.7, block_threshold=0.8).lowest_block_threshold == 0.75  # halfway
     with pytest.raises(UsageError):
         Policy(block_discount=0.5)
+    # A campaign's requests are many addresses' few each: no discount for them.
     campaigns = pl.DataFrame(
-        {"campaign": ["c-1", "c-2"], "campaign_score": [0.70, 0.70], "requests": [3_000, 40]}
+        {"campaign": ["c-1", "c-2"], "campaign_score": [0.70, 0.77], "requests": [3_000, 40]}
     )
-    assert Policy().campaign_verdicts(campaigns)["verdict"].to_list() == ["block", "alert"]
+    assert Policy().campaign_verdicts(campaigns)["verdict"].to_list() == ["alert", "block"]
+    member = clients.head(1).with_columns(
+        pl.lit(0.70).alias("score"), pl.lit(7).alias("requests"), pl.lit(3_000).alias("evidence_requests")
+    )
+    assert Policy().verdicts(member)["verdict"].to_list() == ["alert"]
+    assert Policy().verdicts(member.with_columns(pl.lit(0.77).alias("score")))["verdict"].to_list() == [
+        "block"
+    ]
