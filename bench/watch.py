@@ -1158,8 +1158,8 @@ def render_decision(d: dict[str, Any]) -> list[str]:
         f"at {d.get('visitor_requests_per_s', '?')} requests/s throughout; baseline {baseline}; first "
         f"scanner after {d.get('warmup_s', '?')} s. MLGuard: `{d['watch_command']}` (default cadences: "
         f"the clients that acted are rescored every {d.get('interval_secs', 5):g} s, the whole window "
-        f"every {d.get('full_every_secs', 60):g} s; the loop reads about every second). CrowdSec's "
-        "live agent follows the same file. Times are wall seconds from "
+        f"every {d.get('full_every_secs', 60):g} s; new lines are read just before each rescoring). "
+        "CrowdSec's live agent follows the same file. Times are wall seconds from "
         "the scanner process's start (its first line in the access log: *first line*), polled every "
         "0.1 s; the scanners run one after another, 5-15 s apart (random)"
         + (
