@@ -196,14 +196,34 @@ def test_more_evidence_lowers_the_score_a_block_needs_within_bounds() -> None:
     with pytest.raises(UsageError):
         Policy(block_discount=0.5)
     # A campaign's requests are many addresses' few each: no discount for them.
+    # And a campaign of thousands of addresses is never blocked by itself (alerted instead).
     campaigns = pl.DataFrame(
-        {"campaign": ["c-1", "c-2"], "campaign_score": [0.70, 0.77], "requests": [3_000, 40]}
+        {
+            "campaign": ["c-1", "c-2", "c-3"],
+            "campaign_score": [0.70, 0.77, 0.90],
+            "requests": [3_000, 40, 50_000],
+            "clients": [100, 10, 13_000],
+        }
     )
-    assert Policy().campaign_verdicts(campaigns)["verdict"].to_list() == ["alert", "block"]
+    assert Policy().campaign_verdicts(campaigns)["verdict"].to_list() == ["alert", "block", "alert"]
     member = clients.head(1).with_columns(
-        pl.lit(0.70).alias("score"), pl.lit(7).alias("requests"), pl.lit(3_000).alias("evidence_requests")
+        pl.lit(0.70).alias("score"),
+        pl.lit(0.10).alias("client_score"),
+        pl.lit(0.70).alias("campaign_score"),
+        pl.lit(7).alias("requests"),
+        pl.lit(3_000).alias("evidence_requests"),
+        pl.lit(100).alias("campaign_clients"),
     )
     assert Policy().verdicts(member)["verdict"].to_list() == ["alert"]
-    assert Policy().verdicts(member.with_columns(pl.lit(0.77).alias("score")))["verdict"].to_list() == [
-        "block"
-    ]
+    strong = member.with_columns(pl.lit(0.77).alias("score"), pl.lit(0.77).alias("campaign_score"))
+    assert Policy().verdicts(strong)["verdict"].to_list() == ["block"]
+    crowd = strong.with_columns(pl.lit(13_000).alias("campaign_clients"))
+    assert Policy().verdicts(crowd)["verdict"].to_list() == ["alert"]
+    # A client whose own score carries it is judged on its own, whatever its campaign's size.
+    own = crowd.with_columns(
+        pl.lit(0.80).alias("score"),
+        pl.lit(0.80).alias("client_score"),
+        pl.lit(2_000).alias("requests"),
+        pl.lit(2_000).alias("evidence_requests"),
+    )
+    assert Policy().verdicts(own)["verdict"].to_list() == ["block"]

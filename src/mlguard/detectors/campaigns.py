@@ -123,7 +123,7 @@ CAMPAIGN_SCHEMA = {
 @dataclass
 class Campaigns:
     table: pl.DataFrame  # one row per campaign (CAMPAIGN_SCHEMA), highest score first
-    members: pl.DataFrame  # client -> campaign, campaign_score, campaign_requests
+    members: pl.DataFrame  # client -> campaign, campaign_score, campaign_requests, campaign_clients
 
     @classmethod
     def empty(cls) -> Campaigns:
@@ -135,6 +135,7 @@ class Campaigns:
                     "campaign": pl.String,
                     "campaign_score": pl.Float64,
                     "campaign_requests": pl.Int64,
+                    "campaign_clients": pl.Int64,
                 }
             ),
         )
@@ -311,5 +312,6 @@ def _describe(frame: pl.DataFrame, members: pl.DataFrame) -> Campaigns:
         "campaign",
         "campaign_score",
         pl.col("requests").alias("campaign_requests"),
+        pl.col("clients").cast(pl.Int64).alias("campaign_clients"),
     )
     return Campaigns(table, assigned.explode("client"))
