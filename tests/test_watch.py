@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
@@ -96,12 +96,21 @@ def _watcher(
     )
 
 
-def _replay(watcher: Watcher, log: Path, lines: list[bytes], clock: Clock, per_step: int = 250) -> None:
+def _replay(
+    watcher: Watcher,
+    log: Path,
+    lines: list[bytes],
+    clock: Clock,
+    per_step: int = 250,
+    after_step: Callable[[], None] | None = None,
+) -> None:
     for i in range(0, len(lines), per_step):
         with open(log, "ab") as handle:
             handle.writelines(lines[i : i + per_step])
         clock.advance(5)
         watcher.step()
+        if after_step is not None:
+            after_step()
 
 
 def test_attackers_are_decided_live_and_a_restart_neither_rereads_nor_realerts(
@@ -266,13 +275,13 @@ def test_a_baseline_learned_from_a_filling_window_is_learned_again_as_it_doubles
     store = DecisionStore(tmp_path / "state.db")
     watcher = _watcher(tmp_path, store, None, clock)
     learned_from: list[int] = []
-    for i in range(0, len(lines), 20):  # a full pass every 12 steps: 240 lines
-        with open(tmp_path / "access.log", "ab") as handle:
-            handle.writelines(lines[i : i + 20])
-        clock.advance(5)
-        watcher.step()
+
+    def note_baseline() -> None:
         if watcher.baseline is not None and watcher.baseline.meta["training_clients"] not in learned_from:
             learned_from.append(watcher.baseline.meta["training_clients"])
+
+    # 20 lines a step and a full pass every 12 steps: 240 lines between passes
+    _replay(watcher, tmp_path / "access.log", lines, clock, per_step=20, after_step=note_baseline)
     for _ in range(30):  # the log has ended: full passes go on, and nothing is learned again
         clock.advance(5)
         watcher.step()

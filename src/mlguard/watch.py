@@ -313,7 +313,8 @@ class Watcher:
     def _window_grew(self) -> bool:
         """A baseline learned from the window, whose clients have doubled since (it fills, or
         the site got busier); with steady traffic this stops once the window is full."""
-        return bool(self._learned_from) and self._full_clients >= REFIT_GROWTH * (self._learned_from or 0)
+        learned = self._learned_from or 0  # None: a --model; 0: not learned yet
+        return learned > 0 and self._full_clients >= REFIT_GROWTH * learned
 
     @staticmethod
     def _stamp(path: Path | None) -> tuple[int, int, int] | None:
