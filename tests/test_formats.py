@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import zstandard
 
-from mlguard.formats import detect_format, get_format
+from mlguard.formats import FORMATS, detect_format, get_format
 from mlguard.formats.base import MAX_LINE_BYTES
 from mlguard.pipeline import read_logs
 from mlguard.schema import RECORD_SCHEMA
@@ -145,3 +145,20 @@ def test_small_chunks_give_the_same_table_as_one_chunk(fixtures: Path) -> None:
     assert pieces.stats.lines == whole.stats.lines
     # Nothing depends on where the reader cut the input, not even gaps that straddle a cut.
     assert pieces.table.frame.equals(whole.table.frame)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_a_line_too_long_is_reported_as_such_by_every_format(name: str) -> None:
+    # Long lines are blanked before a format sees them: whatever the format makes of an empty
+    # line, the long one must come out unparsed, with its own reason and its start as text.
+    long_line = b"A" * 10 + b"<x>" * (MAX_LINE_BYTES // 3 + 10)
+    data = b"\n".join([b"", long_line, b"", long_line + b"B"]) + b"\n"
+    parsed = get_format(name).parse(data)
+    reasons = dict(
+        zip(parsed.unparsed["line_no"].to_list(), parsed.unparsed["reason"].to_list(), strict=True)
+    )
+    texts = dict(zip(parsed.unparsed["line_no"].to_list(), parsed.unparsed["text"].to_list(), strict=True))
+    assert parsed.records.height == 0
+    assert reasons[2] == reasons[4] == f"line longer than {MAX_LINE_BYTES} bytes"
+    assert reasons[1] != reasons[2] and reasons[3] != reasons[2]  # the empty lines keep theirs
+    assert texts[2] == long_line[:512].decode() and texts[1] == ""

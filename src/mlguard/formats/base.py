@@ -20,6 +20,7 @@ from mlguard.schema import PARSED_SCHEMA, RECORD_SCHEMA, UNPARSED_SCHEMA, reques
 MAX_LINE_BYTES = 64 * 1024
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")
 ENGINE = "streaming"
+_TOO_LONG = pl.col("line").str.len_bytes() > MAX_LINE_BYTES
 
 
 @dataclass
@@ -122,20 +123,39 @@ class LogFormat(ABC):
         """From (`line_no`, `line`) to one row per line in `PARSED_SCHEMA` (see `conform`)."""
 
     def _plan_chunk(self, lines: pl.LazyFrame) -> pl.LazyFrame:
-        # A line no server writes: counted and shown (cut short), never parsed.
-        too_long = pl.col("line").str.len_bytes() > MAX_LINE_BYTES
-        long_lines = lines.filter(too_long).with_columns(
-            pl.lit(None, pl.String).alias(name) for name in ("client", "request", "referer", "user_agent")
+        # A line no server writes is blanked before the format sees it (a choice between
+        # string views: nothing is copied, where filtering the lines in two copied them all);
+        # `_mark_long_lines` then gives it its own reason.
+        return self.plan(
+            lines.with_columns(pl.when(_TOO_LONG).then(pl.lit("")).otherwise(pl.col("line")).alias("line"))
         )
-        long_lines = long_lines.with_columns(
-            pl.lit(None, pl.Datetime("us", "UTC")).alias("time"),
-            pl.lit(None, pl.UInt16).alias("status"),
-            pl.lit(None, pl.UInt64).alias("bytes"),
-            pl.col("line").str.slice(0, 512),
+
+    @staticmethod
+    def _mark_long_lines(parsed: pl.DataFrame, lines: pl.LazyFrame) -> pl.DataFrame:
+        """Blanked long lines came out as unparsed with an empty text: give them their reason
+        and the start of their text. Looked for only when the chunk has such a row."""
+        if "reason" not in parsed.columns or "text" not in parsed.columns:
+            return parsed
+        blank = parsed.select((pl.col("reason").is_not_null() & (pl.col("text") == "")).any()).item()
+        if not blank:
+            return parsed
+        long_lines = (
+            lines.filter(_TOO_LONG)
+            .select("line_no", pl.col("line").str.slice(0, 512).alias("_long_text"))
+            .collect()
         )
-        long_lines = conform(long_lines, pl.lit(f"line longer than {MAX_LINE_BYTES} bytes"))
-        # diagonal: a format's extra columns are null on the long lines
-        return pl.concat([self.plan(lines.filter(~too_long)), long_lines], how="diagonal")
+        if long_lines.height == 0:
+            return parsed
+        order = parsed.columns
+        marked = parsed.join(long_lines, on="line_no", how="left").with_columns(
+            pl.when(pl.col("_long_text").is_not_null())
+            .then(pl.lit(f"line longer than {MAX_LINE_BYTES} bytes"))
+            .otherwise(pl.col("reason"))
+            .alias("reason"),
+            pl.coalesce("_long_text", "text").alias("text"),
+        )
+        # a format's fields stay null on such a line, as they would on any unparsed one
+        return marked.select(order)
 
     def run(
         self,
@@ -155,7 +175,8 @@ class LogFormat(ABC):
 
         def collect(lines: pl.LazyFrame) -> pl.DataFrame:
             plan = self._plan_chunk(lines)
-            return (plan if columns is None else plan.select(columns)).collect(engine=ENGINE)
+            parsed = (plan if columns is None else plan.select(columns)).collect(engine=ENGINE)
+            return self._mark_long_lines(parsed, lines)
 
         fast = polars_lines(data, first_line_no, end)
         if fast is not None:
