@@ -135,3 +135,31 @@ def test_rotated_logs_in_a_directory_are_read_oldest_first(tmp_path: Path) -> No
         "access.log.1",
         "access.log",
     ]
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["ip", "reasons", "features"],
+)
+def test_json_lines_escape_del_and_c1_controls_wherever_they_are(where: str) -> None:
+    # JSON escapes only C0 controls; a terminal that shows the file would obey C1 ones (CSI is
+    # \x9b). Wherever a text holds one (a column, a list of reasons, a struct), it is escaped.
+    import polars as pl
+
+    from mlguard.explain.reasons import ndjson_of
+
+    hostile = "a\x9b31mb\x7fc\x85"
+    row = {"ip": "10.0.0.1", "reasons": ["fine"], "features": {"n": 1.0, "agent": "ok"}}
+    if where == "ip":
+        row["ip"] = hostile
+    elif where == "reasons":
+        row["reasons"] = ["fine", hostile]
+    else:
+        row["features"] = {"n": 1.0, "agent": hostile}
+    frame = pl.DataFrame([row])
+    text = ndjson_of(frame)
+    assert not any("\x7f" <= ch <= "\x9f" for ch in text)
+    assert "\\u009b31mb\\u007fc\\u0085" in text
+    assert json.loads(text) == row  # still the same values once parsed
+    clean = pl.DataFrame([{"ip": "10.0.0.1", "reasons": ["é…"], "features": {"n": 1.0, "agent": "ok"}}])
+    assert ndjson_of(clean) == clean.write_ndjson()

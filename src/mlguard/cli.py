@@ -70,7 +70,7 @@ from mlguard.detectors.ensemble import preload
 from mlguard.detectors.model import build_baseline, load_model, save_model
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.evaluation import Evaluation, evaluate, load_labels
-from mlguard.explain.reasons import campaign_behaviour, describe, escape_json_text, safe_text
+from mlguard.explain.reasons import campaign_behaviour, describe, escape_json_text, ndjson_of, safe_text
 from mlguard.features.aggregate import WINDOW_SECS
 from mlguard.features.catalogue import FEATURE_NAMES, FEATURES
 from mlguard.findings import json_lines, output_frame
@@ -590,7 +590,7 @@ def campaigns(
     )
     frame = _campaign_frame(detection, policy)
     if json_out:
-        sys.stdout.write(escape_json_text(frame.write_ndjson()))
+        sys.stdout.write(ndjson_of(frame))
     else:
         _campaign_table(frame, top)
     _summary(result, detection)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from mlguard.explain.reasons import escape_json_text
+from mlguard.explain.reasons import ndjson_of
 from mlguard.features.catalogue import FEATURE_NAMES
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -34,4 +34,4 @@ def output_frame(findings: pl.DataFrame) -> pl.DataFrame:
 
 def json_lines(findings: pl.DataFrame) -> str:
     """JSON Lines, one object per finding; control characters escaped (see escape_json_text)."""
-    return escape_json_text(output_frame(findings).write_ndjson())
+    return ndjson_of(output_frame(findings))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from mlguard.features.aggregate import RATIO_COUNTS
 from mlguard.features.catalogue import FEATURES
@@ -28,6 +29,33 @@ def safe_text(value: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def ndjson_of(frame: pl.DataFrame) -> str:
+    """`frame` as JSON Lines written by Polars, DEL and C1 controls escaped (escape_json_text).
+
+    Polars looks for them in the text columns first (a vectorised search, ~30 ms on 166,000
+    findings): only when one holds some is the written text scanned in Python (~0.5 s)."""
+    text = frame.write_ndjson()
+    return escape_json_text(text) if _holds_raw_controls(frame) else text
+
+
+def _holds_raw_controls(frame: pl.DataFrame) -> bool:
+    def search(column: pl.Expr, dtype: pl.DataType) -> pl.Expr | None:
+        if dtype == pl.String:
+            return column.str.contains(_RAW_IN_JSON.pattern).fill_null(False)
+        if isinstance(dtype, pl.List):
+            inner = search(pl.element(), dtype.inner)
+            return None if inner is None else column.list.eval(inner).list.any().fill_null(False)
+        if isinstance(dtype, pl.Struct):
+            found = [search(column.struct.field(f.name), f.dtype) for f in dtype.fields]
+            found = [f for f in found if f is not None]
+            return pl.any_horizontal(found) if found else None
+        return None  # numbers, dates, booleans hold no text
+
+    found = (search(pl.col(name), dtype) for name, dtype in frame.schema.items())
+    checks = [column.any() for column in found if column is not None]
+    return bool(frame.select(pl.any_horizontal(checks)).item()) if checks else False
 
 
 def escape_json_text(text: str) -> str:
