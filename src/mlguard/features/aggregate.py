@@ -355,11 +355,10 @@ class ClientAccumulator:
 
         # Path rarity: templates requested by this client alone (or unknown to the baseline).
         templates = state.targets.join(state.templates.select("template_id", "template"), on="template_id")
+        # The reference counts every client that requested a template; "others" leaves this one out.
+        tmpl_clients = ref.templates.rename({"clients": "others"})
         if reference is None:
-            tmpl_clients = templates.group_by("template").agg(pl.col("cid").n_unique().alias("others"))
             tmpl_clients = tmpl_clients.with_columns(pl.col("others") - 1)
-        else:
-            tmpl_clients = ref.templates.rename({"clients": "others"})
         templates = templates.join(tmpl_clients, on="template", how="left").with_columns(
             pl.col("others").fill_null(0)
         )
