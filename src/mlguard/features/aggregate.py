@@ -29,8 +29,8 @@ RARE_PAYLOAD_LEVEL = 0.75
 MIN_GAPS = 4
 # Pending partial tables are merged once they hold this many target rows (and at least as many
 # as the merged state): ~11 chunks of a busy log, ~0.15 GiB. Measured on 10M lines (median of 3):
-# 1M took 24.1 s, 2M 21.9 s, 4M 21.3 s; at 30M lines of 16,666 clients 4M peaked 0.26 GiB
-# higher than 2M (BENCHMARKS.md, memory).
+# 1M took 24.1 s and 4M 22.5 s; with the allocator setting of mlguard/__init__.py, 4M 21.3 s and
+# 2M 21.9 s. At 30M lines of 16,666 clients 4M peaked 0.26 GiB higher than 2M.
 MERGE_MIN_ROWS = 2_000_000
 # Each ratio feature and the count it is the share of (requests is the denominator).
 RATIO_COUNTS: dict[str, str] = {
