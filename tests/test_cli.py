@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -238,3 +239,21 @@ def test_bad_or_empty_time_windows_are_one_line_errors(args: list[str], message:
     proc = run("detect", str(LAB_LOG), *args)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_allocator_setting_is_one_polars_accepts_and_a_users_own_wins() -> None:
+    # mlguard sets jemalloc's muzzy decay for Polars before Polars loads (Polars appends it to
+    # its own defaults; the last pair wins). jemalloc prints "Invalid conf pair" on stderr for a
+    # setting it does not know, so stderr must stay empty.
+    code = (
+        "import os, mlguard, polars as pl; pl.DataFrame({'a': list(range(1000))}).sum(); "
+        "print(os.environ['_RJEM_MALLOC_CONF'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.strip().endswith(",muzzy_decay_ms:10000")
+    env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:1000"
+    mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert mine.stdout.strip().endswith(",dirty_decay_ms:1000") and mine.stderr == "", mine.stderr
+    assert "10000" not in mine.stdout
