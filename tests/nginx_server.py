@@ -113,6 +113,15 @@ class NginxServer:
         except urllib.error.HTTPError as exc:
             return int(exc.code)
 
+    def diagnostics(self) -> str:
+        """nginx's error log and the processes it runs, for a test that fails."""
+        log = self.work / "error.log"
+        errors = log.read_text(errors="replace")[-3000:] if log.exists() else "(no error log)"
+        ps = subprocess.run(
+            ["ps", "-o", "pid,ppid,etime,args", "--ppid", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return f"nginx error log: {errors}\nnginx workers:\n{ps.stdout}"
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
