@@ -24,7 +24,7 @@ from mlguard.explain.reasons import campaign_reason, reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
-from mlguard.formats.base import records_of, unparsed_of
+from mlguard.formats.base import parsed_lines, records_of, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
 from mlguard.schema import PARSED_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
@@ -147,10 +147,8 @@ def read_logs(
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
     for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
-        # Most chunks of a real log parse whole: then the chunk is its records, as it is.
-        clean = parsed["reason"].null_count() == parsed.height
-        records = parsed if clean else parsed.filter(pl.col("reason").is_null())
-        unparsed = unparsed_of(parsed.head(0) if clean else parsed)
+        records = parsed_lines(parsed)
+        unparsed = unparsed_of(parsed)
         stats.lines += parsed.height
         if since is not None or until is not None:
             inside = records.filter(_time_window(since, until))

@@ -104,6 +104,14 @@ def records_of(parsed: pl.DataFrame) -> pl.DataFrame:
     return frame.select([pl.col(name).cast(dtype) for name, dtype in RECORD_SCHEMA.items()] + extra).collect()
 
 
+def parsed_lines(parsed: pl.DataFrame) -> pl.DataFrame:
+    """The rows of a plan's output whose line parsed (every field as the plan gave it). Most
+    chunks of a real log parse whole: such a chunk is returned as it is, without a copy."""
+    if parsed["reason"].null_count() == parsed.height:
+        return parsed
+    return parsed.filter(pl.col("reason").is_null())
+
+
 def unparsed_of(parsed: pl.DataFrame) -> pl.DataFrame:
     """The lines of a plan's output that could not be parsed, by line number."""
     unparsed = parsed.filter(pl.col("reason").is_not_null())

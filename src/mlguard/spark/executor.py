@@ -44,7 +44,7 @@ from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import safe_text
 from mlguard.features.aggregate import Partials, chunk_partials, merge_partials
 from mlguard.formats import AUTO, LogFormat
-from mlguard.formats.base import unparsed_of
+from mlguard.formats.base import parsed_lines, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
 from mlguard.pipeline import MAX_EXAMPLES, SNIFF_BYTES, _choose_format, _time_window
 from mlguard.schema import PARSED_SCHEMA, RECORD_SCHEMA
@@ -217,7 +217,7 @@ class _Split:
             )
         # The same steps, in the same order, as `read_logs` takes with each chunk.
         parsed = self.fmt.run(data, self.counts["lines"] + 1, len(data), plan.columns())
-        records = parsed.filter(pl.col("reason").is_null())
+        records = parsed_lines(parsed)
         unparsed = unparsed_of(parsed)
         self.counts["lines"] += parsed.height
         if plan.since is not None or plan.until is not None:
