@@ -81,6 +81,14 @@ def test_table_output_and_summary() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "flagged client" in proc.stdout
     assert "lines read" in proc.stderr and "lines/s" in proc.stderr
+    # The time is the whole command's (scoring and output included), with the reading beside it:
+    # a summary quoting the reading alone overstated the rate by a third on 10M lines.
+    found = re.search(r"; ([\d.]+) s \(([\d,]+) lines/s; reading ([\d.]+) s\)", proc.stderr)
+    assert found, proc.stderr
+    total, rate, reading = float(found[1]), int(found[2].replace(",", "")), float(found[3])
+    assert 0 < reading < total  # scoring and writing take time too
+    lines = int(re.search(r"([\d,]+) lines read", proc.stderr)[1].replace(",", ""))
+    assert rate == pytest.approx(lines / total, rel=0.01)  # the total is printed rounded
 
 
 def test_csv_output(example_json: list[dict]) -> None:
