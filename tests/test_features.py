@@ -8,8 +8,10 @@ from pathlib import Path
 import polars as pl
 
 from mlguard.features.aggregate import ClientAccumulator, chunk_partials
+from mlguard.features.signals import INJECTION_RE
 from mlguard.features.window import SlidingWindow
 from mlguard.formats import get_format
+from mlguard.pipeline import read_logs
 
 
 def _records(fixtures: Path) -> pl.DataFrame:
@@ -77,3 +79,37 @@ def test_a_sliding_window_forgets_what_is_older_than_it(fixtures: Path) -> None:
     recent = records.filter(pl.col("time") > newest - timedelta(seconds=300))
     assert kept.frame["requests"].sum() <= recent.height + records.height // 12 + 1
     assert kept.frame["last_seen"].min() > newest - timedelta(seconds=300 + 300 // 12)
+
+
+def test_payloads_in_the_user_agent_or_referer_count_as_injection_once_per_request(fixtures: Path) -> None:
+    # Log4Shell and Shellshock ride in headers, not in the URL (real lines: CrowdSec's hub tests,
+    # Netsparker, Acunetix). A request counts once however many of its fields carry markers.
+    attacks = get_format("combined").parse((fixtures / "header_injection.log").read_bytes()).records
+    assert attacks.height == 5
+    background = _records(fixtures)
+    acc = ClientAccumulator()
+    acc.add(pl.concat([background, attacks]))
+    frame = acc.finish().frame
+    rows = {row["client"]: row for row in frame.iter_rows(named=True)}
+    assert rows["192.168.1.3"]["n_injection"] == 1
+    assert rows["192.168.1.3"]["example_injection"].startswith("user agent: ${jndi:ldap://")
+    assert rows["192.168.1.5"]["example_injection"].startswith("referer: ${jndi:")
+    assert rows["192.168.4.164"]["example_injection"].startswith("referer: () { :;};")
+    # the Acunetix request: markers in its query and in its referer; one request, the URL shown
+    acunetix = rows["192.168.4.25"]
+    assert (acunetix["requests"], acunetix["n_injection"]) == (1, 1)
+    assert acunetix["example_injection"].startswith("/index.php?wvstest=javascript:")
+    # The real elastic background: its headers (quotes, parentheses, curl and wget in user
+    # agents) mark nothing, so its injection count is that of its URLs alone.
+    in_urls = background.filter(
+        pl.col("request").str.splitn(" ", 3).struct.field("field_1").str.contains(INJECTION_RE)
+    ).height
+    others = frame.filter(~pl.col("client").is_in(attacks["client"].implode()))
+    assert others["n_injection"].sum() == in_urls
+    assert background.filter(pl.col("user_agent").str.contains(r"[()';]")).height > 100
+    # `detect` reads without copying out most referers' text (referer_for_features): it must
+    # find the same as the full records do.
+    read = read_logs([str(fixtures / "combined_sample.log"), str(fixtures / "header_injection.log")])
+    assert read.table is not None
+    columns = ["client", "n_injection", "example_injection"]
+    assert read.table.frame.select(columns).sort("client").equals(frame.select(columns).sort("client"))

@@ -23,6 +23,7 @@ from mlguard.errors import InputError, StrictParseError, UsageError
 from mlguard.explain.reasons import campaign_reason, reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
+from mlguard.features.signals import referer_for_features
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
 from mlguard.formats.base import parsed_lines, records_of, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
@@ -115,12 +116,11 @@ def read_logs(
     acc = ClientAccumulator(window_secs)
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
-    # The features only ask whether a referer was sent: unless records are kept for `explain`,
-    # the referer text (often the longest field) is never copied out of the parse.
+    # Unless records are kept for `explain`, the referer text is copied out of the parse only
+    # where it may hold an injection marker (referer_for_features).
     columns = None
     if keep_client is None:
-        sent = pl.when(pl.col("referer").is_not_null()).then(pl.lit("")).otherwise(None)
-        columns = [sent.alias("referer") if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
+        columns = [referer_for_features() if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
 
     def parse_chunks() -> Iterator[tuple[str, int, pl.DataFrame]]:
         raw = prefetch(

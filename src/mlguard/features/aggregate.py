@@ -14,7 +14,9 @@ import polars as pl
 
 from mlguard.features.catalogue import FEATURES
 from mlguard.features.signals import (
+    HEADER_INJECTION_RE,
     INJECTION_RE,
+    REFERER_CANDIDATE_RE,
     SENSITIVE_RE,
     STATIC_RE,
     TOOL_UA_RE,
@@ -101,6 +103,30 @@ def _request_features(requests: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def _marked_referers(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """The referers (by hash) of a chunk that carry an injection marker, judged once each."""
+    return (
+        lines.filter(pl.col("referer").is_not_null())
+        .group_by(pl.col("referer").hash().alias("fid"))
+        .agg(pl.col("referer").first())
+        .filter(
+            pl.col("referer").str.contains(REFERER_CANDIDATE_RE)
+            & pl.col("referer").str.contains(HEADER_INJECTION_RE)
+        )
+        .select("fid")
+    )
+
+
+def _header_injection(agent_names: pl.DataFrame, marked_referers: pl.DataFrame) -> pl.Expr | None:
+    """Whether a line's user agent or referer carries an injection marker, or None when none in
+    the chunk does: the usual case, which then costs no per-line work."""
+    agents = agent_names.filter(pl.col("user_agent").str.contains(HEADER_INJECTION_RE))["uid"]
+    if agents.is_empty() and marked_referers.is_empty():
+        return None
+    referers = marked_referers["fid"].implode()
+    return pl.col("uid").is_in(agents.implode()) | pl.col("referer").hash().is_in(referers)
+
+
 @dataclass
 class Partials:
     clients: pl.DataFrame  # cid -> client, counts, sums, first/last seen, examples
@@ -126,6 +152,15 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         pl.col("request").hash().alias("rid"),
         pl.col("user_agent").hash().alias("uid"),
     )
+    # Distinct requests, user agents and referers first (together: Polars runs them side by side).
+    requests, agent_names, marked_referers = pl.collect_all(
+        [
+            _request_features(r.lazy().group_by("rid").agg(pl.col("request").first())),
+            r.lazy().group_by("uid").agg(pl.col("user_agent").first()),
+            _marked_referers(r.lazy()),
+        ]
+    )
+    in_header = _header_injection(agent_names, marked_referers)
     by_request = r.group_by("cid", "rid").agg(
         pl.len().alias("requests"),
         status.is_between(400, 499).sum().alias("n_4xx"),
@@ -133,8 +168,8 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         status.is_in([401, 403]).sum().alias("n_401_403"),
         (status == 429).sum().alias("n_429"),
         status.is_between(500, 599).sum().alias("n_5xx"),
+        (pl.lit(0, pl.UInt32) if in_header is None else in_header.sum()).alias("n_header_injection"),
     )
-    requests = _request_features(r.lazy().group_by("rid").agg(pl.col("request").first())).collect()
     joined = by_request.join(requests, on="rid", how="left").lazy()
     n = pl.col("requests")
     from_requests = joined.group_by("cid").agg(
@@ -144,7 +179,11 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         n.filter(pl.col("is_unusual_method")).sum().alias("n_unusual_method"),
         n.filter(pl.col("is_static")).sum().alias("n_static"),
         n.filter(pl.col("is_sensitive")).sum().alias("n_sensitive"),
-        n.filter(pl.col("is_injection")).sum().alias("n_injection"),
+        # A request counts once whether its markers are in the URL, a header or both.
+        (
+            n.filter(pl.col("is_injection")).sum()
+            + pl.col("n_header_injection").filter(~pl.col("is_injection")).sum()
+        ).alias("n_injection"),
         (n * pl.col("target_length")).sum().alias("target_length_sum"),
         pl.col("query_length").max().alias("query_length_max"),
         pl.col("path").filter(pl.col("is_sensitive")).min().alias("example_sensitive"),
@@ -180,6 +219,19 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         )
     )
     clients = from_lines.join(from_requests, on="cid").join(gaps, on="cid", how="left")
+    if in_header is not None:
+        # Where the URLs hold no marker, the header that did is the example a person reads.
+        header = (
+            pl.when(pl.col("user_agent").str.contains(HEADER_INJECTION_RE))
+            .then(pl.concat_str([pl.lit("user agent: "), pl.col("user_agent")]))
+            .otherwise(pl.concat_str([pl.lit("referer: "), pl.col("referer")]))
+        )
+        examples = lines.filter(in_header).group_by("cid").agg(header.min().alias("_example_header"))
+        clients = (
+            clients.join(examples, on="cid", how="left")
+            .with_columns(pl.coalesce("example_injection", "_example_header").alias("example_injection"))
+            .drop("_example_header")
+        )
     windows = lines.group_by("cid", pl.col("time").dt.truncate(f"{window_secs}s").alias("window")).agg(
         pl.len().alias("requests"), status.is_between(400, 499).sum().alias("n_4xx")
     )
@@ -187,7 +239,6 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         n.sum(), pl.col("n_4xx").sum(), n.filter(pl.col("is_post")).sum().alias("n_post")
     )
     user_agents = lines.group_by("cid", "uid").agg(pl.len().alias("requests"))
-    agent_names = lines.group_by("uid").agg(pl.col("user_agent").first())
     templates = (
         requests.lazy()
         .group_by("template_id")
@@ -198,7 +249,7 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         .group_by("shape_id")
         .agg(pl.col("shape").first(), pl.col("target").min().alias("example"))
     )
-    tables = [clients, windows, targets, user_agents, agent_names, templates, shapes]
+    tables = [clients, windows, targets, user_agents, agent_names.lazy(), templates, shapes]
     return Partials(*pl.collect_all(tables))
 
 

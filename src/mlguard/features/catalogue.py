@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4  # 4: header injection markers count in ratio_injection
 
 Kind = Literal["count", "ratio", "rarity", "value"]
 
@@ -174,9 +174,13 @@ FEATURES: tuple[Feature, ...] = (
         "ratio",
         1,
         "share with injection markers",
-        "SQL injection, XSS, traversal and null-byte payloads carry characters that ordinary URLs do not.",
+        "SQL injection, XSS, traversal and null-byte payloads carry characters that ordinary URLs do "
+        "not; Log4Shell (${jndi:...}) and Shellshock (() {) payloads ride in the User-Agent or Referer.",
         "Share of requests whose path or query holds quotes, angle brackets, ../, %00 or "
-        "their encoded forms, or SQL/shell keywords in a query, shrunk.",
+        "their encoded forms, or SQL/shell keywords in a query, or whose user agent or referer holds "
+        "an unambiguous payload marker (${, () {, <script, union select, ../ ...; in a referer, one that "
+        "comes with $ ( < ' ../ or %00), shrunk. A "
+        "request counts once wherever its markers are.",
     ),
     Feature(
         "path_length_mean",

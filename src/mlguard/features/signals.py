@@ -29,6 +29,35 @@ INJECTION_RE = (
     r"\bor\b\s*\d+\s*=\s*\d+|/etc/passwd|cmd\.exe|/bin/(?:ba)?sh|\bwget\b|\bcurl\b|"
     r"<script|javascript:|onerror\s*=|alert\()"
 )
+# Payloads sent in the User-Agent or Referer header instead of the URL (Log4Shell's `${jndi:`,
+# Shellshock's `() {`, SQL and script injection, traversal). Only unambiguous markers: quotes,
+# parentheses and the words curl/wget are ordinary in these headers. On the bench datasets, the
+# lab and the generated 1M-line log no benign client's header matches (bench/datasets, 2026-11-28).
+HEADER_INJECTION_RE = (
+    r"(?i)(?:\$\{|\(\)\s*\{|<script|javascript:|\bunion\b.{0,40}\bselect\b|\bsleep\s*\(|"
+    r"\bbenchmark\s*\(|/etc/passwd|cmd\.exe|/bin/(?:ba)?sh\b|\.\./|\.\.\\|%00|"
+    r"\bor\b\s*\d+\s*=\s*\d+|'\s*or\s*')"
+)
+# A referer can hold a marker only if it holds one of these: the parse copies out the text of
+# those referers alone (the referer is often the longest field and most are plain URLs; copying
+# them all cost 3.5% of a 10M-line run). In a referer, a marker counts when both match.
+REFERER_CANDIDATE_RE = r"[$(<']|\.\.[/\\]|%00"
+
+
+def referer_for_features() -> pl.Expr:
+    """The referer column as the features need it: its text where it may hold an injection
+    marker, "" for any other referer sent, null when none was."""
+    referer = pl.col("referer")
+    return (
+        pl.when(referer.str.contains(REFERER_CANDIDATE_RE))
+        .then(referer)
+        .when(referer.is_not_null())
+        .then(pl.lit(""))
+        .otherwise(None)
+        .alias("referer")
+    )
+
+
 TOOL_UA_RE = (
     r"(?i)(?:sqlmap|nikto|nmap|masscan|zgrab|nuclei|wpscan|dirbuster|gobuster|dirb|ffuf|wfuzz|"
     r"hydra|acunetix|netsparker|w3af|burp|zap|arachni|skipfish|openvas|nessus|whatweb|wapiti|"

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import safe_text
 from mlguard.features.aggregate import Partials, chunk_partials, merge_partials
+from mlguard.features.signals import referer_for_features
 from mlguard.formats import AUTO, LogFormat
 from mlguard.formats.base import parsed_lines, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
@@ -148,10 +149,8 @@ class SplitPlan:
     buckets: int = 1  # of keys, for the merge
 
     def columns(self) -> list[pl.Expr]:
-        # As `read_logs` without `keep_client`: the referer text is never copied out of the
-        # parse (the features only ask whether one was sent).
-        sent = pl.when(pl.col("referer").is_not_null()).then(pl.lit("")).otherwise(None)
-        wanted = [sent.alias("referer") if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
+        # As `read_logs` without `keep_client` (referer_for_features).
+        wanted = [referer_for_features() if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
         if self.identity.uses_forwarded:
             wanted.append(pl.col(FORWARDED_COLUMN))
         return wanted
