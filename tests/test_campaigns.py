@@ -17,10 +17,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mlguard.cli import app
 from mlguard.decisions.policy import ALERT, BLOCK, Policy, parse_networks
+from mlguard.detectors.campaigns import _network, _networks
 from mlguard.pipeline import Detection, read_logs, score_table
 
 CROWDS = Path(__file__).parent / "fixtures" / "crowds"
@@ -157,3 +160,24 @@ def test_campaigns_command_lists_and_escapes(tmp_path: Path) -> None:
     assert all("campaign" in c for c in clients)
     assert {c["campaign"] for c in clients if c["ip"].startswith("198.51.")} == {probe["campaign"]}
     assert any(c["campaign"] is None for c in clients)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.ip_addresses(v=4).map(str),
+            st.ip_addresses(v=6).map(str),
+            st.ip_addresses(v=4).map(lambda a: ".".join(f"{int(o):03d}" for o in str(a).split("."))),
+            st.sampled_from(["1.2.3.0/24", "2001:db8::/48", "not an address", "", "1.2.3.4:80", "[::1]"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_networks_per_campaign_match_parsing_each_member(clients: list[str]) -> None:
+    # The /24 of a plain IPv4 address is taken as text; every other member is parsed. The
+    # count must be what parsing every member gives, whatever the members look like.
+    table = pl.DataFrame({"campaign": ["c-1"], "members": [clients]})
+    counted = _networks(table).row(0, named=True)["networks"]
+    assert counted == len({_network(c) for c in clients})

@@ -243,6 +243,10 @@ class CrawlerRanges:
         net = client_network(client)
         if net is None:
             return None
+        return self.label_network(net)
+
+    def label_network(self, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
+        """As `label`, for a client already parsed (one address is a /32 or /128)."""
         return self._find(net.version, int(net.network_address), net.prefixlen, net.max_prefixlen)
 
     def members(self, clients: Iterable[str]) -> dict[str, str]:

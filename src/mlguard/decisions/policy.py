@@ -144,7 +144,7 @@ class Policy:
         if not self.block_private and (first.is_private or first.is_loopback or first.is_link_local):
             return "private or loopback address"
         if self.crawlers is not None:
-            label = self.crawlers.ranges.label(client)
+            label = self.crawlers.ranges.label_network(network)
             if label is not None:
                 return f"well-known crawler: {label} (published range)"
         return None

@@ -156,6 +156,26 @@ def _network(client: str) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+# A dotted-quad IPv4 address as Python's ipaddress writes it (no leading zeros): its /24 is
+# a text edit. Anything else (IPv6, grouped networks, odd text) goes through `_network`.
+_CANONICAL_IPV4 = r"^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$"
+
+
+def _networks(table: pl.DataFrame) -> pl.DataFrame:
+    """campaign -> number of distinct /24 (IPv4) or /48 (IPv6) networks among its members
+    (parsing every member in Python took 0.3 s of a 10M-line run)."""
+    members = table.select("campaign", pl.col("members").alias("client")).explode("client")
+    v4 = pl.col("client").str.contains(_CANONICAL_IPV4)
+    plain = members.filter(v4).with_columns(pl.col("client").str.replace(r"\.\d+$", ".0/24").alias("network"))
+    other = members.filter(~v4)
+    other = other.with_columns(pl.Series("network", [_network(c) for c in other["client"]], dtype=pl.String))
+    return (
+        pl.concat([plain, other])
+        .group_by("campaign")
+        .agg(pl.col("network").n_unique().cast(pl.UInt32).alias("networks"))
+    )
+
+
 def _groups(candidates: pl.DataFrame) -> pl.Series:
     """DBSCAN cluster of each candidate (-1: none), on rounded unshrunk shares and volume."""
     from sklearn.cluster import DBSCAN
@@ -300,9 +320,8 @@ def _describe(frame: pl.DataFrame, members: pl.DataFrame) -> Campaigns:
         *[_pooled_share(f) for f in _SUMMARY_SHARES],
         pl.col("client").sort().alias("members"),
     )
-    networks = [len({_network(c) for c in group}) for group in table["members"].to_list()]
     table = (
-        table.with_columns(pl.Series("networks", networks, dtype=pl.UInt32))
+        table.join(_networks(table), on="campaign", how="left")
         .select(list(CAMPAIGN_SCHEMA))
         .cast(CAMPAIGN_SCHEMA)
         .sort(["campaign_score", "clients", "campaign"], descending=[True, True, False])
