@@ -87,9 +87,16 @@ def ensure_object(mib: int, seed: int) -> tuple[Path, dict]:
 
 
 def ensure_model(obj: Path, seed: int) -> Path:
+    from mlguard.detectors.model import load_model
+    from mlguard.errors import ModelError
+
     model = CACHE_DIR / f"alb-baseline-s{seed}.npz"
     if model.exists():
-        return model
+        try:
+            load_model(model)
+            return model
+        except ModelError as exc:  # built by an older MLGuard (features changed): train it again
+            print(f"[lambda] retraining the cached baseline: {exc}", file=sys.stderr)
     head = CACHE_DIR / f"alb-train-{TRAIN_LINES}.log"
     with gzip.open(obj, "rt") as src, open(head, "w") as dst:
         for n, line in enumerate(src):
