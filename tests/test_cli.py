@@ -214,6 +214,24 @@ def test_explain_one_client(fixtures: Path) -> None:
     assert missing.returncode == 2 and "does not appear" in missing.stderr
 
 
+def test_explain_shows_a_payload_carried_in_the_referer(
+    fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real Log4Shell probe (CrowdSec hub test) with its payload in the Referer, among real
+    # elastic traffic: the person checking it sees the header in the feature's words and in
+    # the request sample.
+    monkeypatch.setenv("COLUMNS", "300")  # one line per table row
+    logs = [str(fixtures / "combined_sample.log"), str(fixtures / "header_injection.log")]
+    proc = run("explain", *logs, "--ip", "192.168.1.5", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    sample = next(line for line in lines if "2021-12-12T05:06:43Z" in line and "GET" in line)
+    assert "${jndi:${lower:l}" in sample  # the referer column
+    # (a long example wraps inside its cell: read the table without its rules and blanks)
+    table = re.sub(r"[│\s]+", " ", proc.stdout.split("ratio_injection", 1)[1])
+    assert table.split("ratio_no_referer", 1)[0].count("injection markers such as referer: ${jndi:") == 1
+
+
 LAB_LOG = ROOT / "tests" / "fixtures" / "lab_low_slow" / "access.log.gz"
 
 

@@ -508,7 +508,8 @@ def explain(
             title=f"requests (first {min(samples, requests.height)} of {requests.height:,})",
             title_justify="left",
         )
-        for column in ("line", "time", "method", "target", "status", "user agent"):
+        # The referer too: a payload can ride in it (and a forged one shows there).
+        for column in ("line", "time", "method", "target", "status", "referer", "user agent"):
             table.add_column(column)
         for r in requests.sort("time").head(samples).iter_rows(named=True):
             target = (r["path"] or "") + (f"?{r['query']}" if r["query"] is not None else "")
@@ -518,6 +519,7 @@ def explain(
                 Text(safe_text(r["method"], 10)),
                 Text(safe_text(target, 80)),
                 str(r["status"] or "-"),
+                Text(safe_text(r["referer"], 50)),
                 Text(safe_text(r["user_agent"], 50)),
             )
         out.print(table)
