@@ -107,9 +107,16 @@ def test_payloads_in_the_user_agent_or_referer_count_as_injection_once_per_reque
     others = frame.filter(~pl.col("client").is_in(attacks["client"].implode()))
     assert others["n_injection"].sum() == in_urls
     assert background.filter(pl.col("user_agent").str.contains(r"[()';]")).height > 100
+    # A payload in a header is judged for rarity like one in the URL, under its header's name,
+    # and adds no request, path or rare-payload count.
+    carried = {"192.168.1.3": "user agent", "192.168.1.4": "user agent", "192.168.1.5": "referer"}
+    for client, where in carried.items():
+        row = rows[client]
+        assert row["payload_rarity_max"] >= 0.8 and row["example_rare"].startswith(f"{where}: ${{jndi:")
+        assert (row["requests"], row["distinct_paths"], row["n_rare_payloads"]) == (1, 1, 0)
     # `detect` reads without copying out most referers' text (referer_for_features): it must
     # find the same as the full records do.
     read = read_logs([str(fixtures / "combined_sample.log"), str(fixtures / "header_injection.log")])
     assert read.table is not None
-    columns = ["client", "n_injection", "example_injection"]
+    columns = ["client", "n_injection", "example_injection", "payload_rarity_max", "example_rare"]
     assert read.table.frame.select(columns).sort("client").equals(frame.select(columns).sort("client"))

@@ -249,8 +249,48 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         .group_by("shape_id")
         .agg(pl.col("shape").first(), pl.col("target").min().alias("example"))
     )
+    if in_header is not None:
+        targets, shapes = _with_header_payloads(lines.filter(in_header), requests, targets, shapes)
     tables = [clients, windows, targets, user_agents, agent_names.lazy(), templates, shapes]
     return Partials(*pl.collect_all(tables))
+
+
+def _with_header_payloads(
+    marked: pl.LazyFrame, requests: pl.DataFrame, targets: pl.LazyFrame, shapes: pl.LazyFrame
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """A payload in a header is judged for rarity like one in the URL: its shape joins the
+    shapes of the request that carried it (a row of no requests, so that no count changes),
+    and the header is the example a person reads."""
+    payloads = pl.concat(
+        [
+            marked.filter(pl.col(column).str.contains(HEADER_INJECTION_RE)).select(
+                "cid", "rid", pl.col(column).alias("text"), pl.lit(f"{label}: ").alias("where")
+            )
+            for column, label in (("user_agent", "user agent"), ("referer", "referer"))
+        ]
+    ).unique(["cid", "rid", "text"])
+    # The header's name is part of the shape: the example shown for it names the right header.
+    payloads = payloads.with_columns(
+        pl.concat_str(["where", request_shape(pl.col("text"))]).alias("shape")
+    ).with_columns(pl.col("shape").hash().alias("shape_id"))
+    rows = payloads.join(requests.lazy().select("rid", "template_id"), on="rid").select(
+        "cid",
+        "template_id",
+        "shape_id",
+        *[pl.lit(0, pl.UInt32).alias(c) for c in ("requests", "n_4xx", "n_post")],
+    )
+    targets = (
+        pl.concat([targets, rows], how="vertical_relaxed")
+        .group_by("cid", "template_id", "shape_id")
+        .agg(pl.col("requests", "n_4xx", "n_post").sum())
+    )
+    examples = payloads.select("shape_id", "shape", pl.concat_str(["where", "text"]).alias("example"))
+    shapes = (
+        pl.concat([shapes, examples], how="vertical_relaxed")
+        .group_by("shape_id")
+        .agg(pl.col("shape").first(), pl.col("example").min())
+    )
+    return targets, shapes
 
 
 def merge_partials(parts: list[Partials]) -> Partials:
