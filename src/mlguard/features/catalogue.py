@@ -265,7 +265,8 @@ FEATURES: tuple[Feature, ...] = (
         "Request-level signal: a never-seen payload stands out even from a quiet client.",
         "Each path+query is reduced to a shape (letters->a, digits->0, punctuation kept); "
         "each shape trigram's rarity is 1 - log(clients using it)/log(all clients); a "
-        "request's rarity is the mean of its 3 rarest trigrams; the client's maximum.",
+        "request's rarity is the mean of its 3 rarest trigrams; the client's maximum. A payload "
+        "in the User-Agent or Referer (see ratio_injection) is shaped and judged the same way.",
     ),
     Feature(
         "ratio_rare_payloads",
