@@ -103,16 +103,21 @@ def _request_features(requests: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+# Which header values carry a payload. A referer is judged only where the parse may have copied
+# its text out (referer_for_features), so that `detect` and `explain` agree.
+_UA_MARKED = pl.col("user_agent").str.contains(HEADER_INJECTION_RE)
+_REFERER_MARKED = pl.col("referer").str.contains(REFERER_CANDIDATE_RE) & pl.col("referer").str.contains(
+    HEADER_INJECTION_RE
+)
+
+
 def _marked_referers(lines: pl.LazyFrame) -> pl.LazyFrame:
     """The referers (by hash) of a chunk that carry an injection marker, judged once each."""
     return (
         lines.filter(pl.col("referer").is_not_null())
         .group_by(pl.col("referer").hash().alias("fid"))
         .agg(pl.col("referer").first())
-        .filter(
-            pl.col("referer").str.contains(REFERER_CANDIDATE_RE)
-            & pl.col("referer").str.contains(HEADER_INJECTION_RE)
-        )
+        .filter(_REFERER_MARKED)
         .select("fid")
     )
 
@@ -120,7 +125,7 @@ def _marked_referers(lines: pl.LazyFrame) -> pl.LazyFrame:
 def _header_injection(agent_names: pl.DataFrame, marked_referers: pl.DataFrame) -> pl.Expr | None:
     """Whether a line's user agent or referer carries an injection marker, or None when none in
     the chunk does: the usual case, which then costs no per-line work."""
-    agents = agent_names.filter(pl.col("user_agent").str.contains(HEADER_INJECTION_RE))["uid"]
+    agents = agent_names.filter(_UA_MARKED)["uid"]
     if agents.is_empty() and marked_referers.is_empty():
         return None
     referers = marked_referers["fid"].implode()
@@ -222,7 +227,7 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
     if in_header is not None:
         # Where the URLs hold no marker, the header that did is the example a person reads.
         header = (
-            pl.when(pl.col("user_agent").str.contains(HEADER_INJECTION_RE))
+            pl.when(_UA_MARKED)
             .then(pl.concat_str([pl.lit("user agent: "), pl.col("user_agent")]))
             .otherwise(pl.concat_str([pl.lit("referer: "), pl.col("referer")]))
         )
@@ -263,10 +268,13 @@ def _with_header_payloads(
     and the header is the example a person reads."""
     payloads = pl.concat(
         [
-            marked.filter(pl.col(column).str.contains(HEADER_INJECTION_RE)).select(
+            marked.filter(is_marked).select(
                 "cid", "rid", pl.col(column).alias("text"), pl.lit(f"{label}: ").alias("where")
             )
-            for column, label in (("user_agent", "user agent"), ("referer", "referer"))
+            for column, label, is_marked in (
+                ("user_agent", "user agent", _UA_MARKED),
+                ("referer", "referer", _REFERER_MARKED),
+            )
         ]
     ).unique(["cid", "rid", "text"])
     # The header's name is part of the shape: the example shown for it names the right header.
