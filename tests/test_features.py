@@ -114,7 +114,7 @@ def test_payloads_in_the_user_agent_or_referer_count_as_injection_once_per_reque
         row = rows[client]
         assert row["payload_rarity_max"] >= 0.8 and row["example_rare"].startswith(f"{where}: ${{jndi:")
         assert (row["requests"], row["distinct_paths"], row["n_rare_payloads"]) == (1, 1, 0)
-    # `detect` reads without copying out most referers' text (referer_for_features): it must
+    # `detect` reads without copying out most referers' text (columns_for_features): it must
     # find the same as the full records do.
     read = read_logs([str(fixtures / "combined_sample.log"), str(fixtures / "header_injection.log")])
     assert read.table is not None

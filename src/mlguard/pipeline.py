@@ -23,11 +23,10 @@ from mlguard.errors import InputError, StrictParseError, UsageError
 from mlguard.explain.reasons import campaign_reason, reasons_for, safe_text
 from mlguard.features.aggregate import WINDOW_SECS, ClientAccumulator, FeatureTable
 from mlguard.features.catalogue import FEATURE_NAMES
-from mlguard.features.signals import referer_for_features
+from mlguard.features.signals import columns_for_features
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
 from mlguard.formats.base import parsed_lines, records_of, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
-from mlguard.schema import PARSED_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
 
 MAX_EXAMPLES = 5
@@ -117,10 +116,10 @@ def read_logs(
     kept: list[pl.DataFrame] = []
     chosen: dict[str, LogFormat] = {}
     # Unless records are kept for `explain`, the referer text is copied out of the parse only
-    # where it may hold an injection marker (referer_for_features).
+    # where it may hold an injection marker (columns_for_features).
     columns = None
     if keep_client is None:
-        columns = [referer_for_features() if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
+        columns = columns_for_features()
 
     def parse_chunks() -> Iterator[tuple[str, int, pl.DataFrame]]:
         raw = prefetch(

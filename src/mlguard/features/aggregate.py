@@ -104,7 +104,7 @@ def _request_features(requests: pl.LazyFrame) -> pl.LazyFrame:
 
 
 # Which header values carry a payload. A referer is judged only where the parse may have copied
-# its text out (referer_for_features), so that `detect` and `explain` agree.
+# its text out (columns_for_features), so that `detect` and `explain` agree.
 _UA_MARKED = pl.col("user_agent").str.contains(HEADER_INJECTION_RE)
 _REFERER_MARKED = pl.col("referer").str.contains(REFERER_CANDIDATE_RE) & pl.col("referer").str.contains(
     HEADER_INJECTION_RE

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from mlguard.schema import PARSED_SCHEMA
+
 STATIC_RE = (
     r"(?i)\.(?:css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|bmp|woff2?|ttf|otf|eot|mp4|webm|"
     r"mp3|ogg|pdf|txt|xml|json|rss|atom)$"
@@ -44,11 +46,12 @@ HEADER_INJECTION_RE = (
 REFERER_CANDIDATE_RE = r"[$(<']|\.\.[/\\]|%00"
 
 
-def referer_for_features() -> pl.Expr:
-    """The referer column as the features need it: its text where it may hold an injection
-    marker, "" for any other referer sent, null when none was."""
+def columns_for_features() -> list[pl.Expr]:
+    """The parsed columns as the features need them (`read_logs` and the Spark executor): all,
+    but the referer's text only where it may hold an injection marker ("" for any other
+    referer sent, null when none was)."""
     referer = pl.col("referer")
-    return (
+    kept = (
         pl.when(referer.str.contains(REFERER_CANDIDATE_RE))
         .then(referer)
         .when(referer.is_not_null())
@@ -56,6 +59,7 @@ def referer_for_features() -> pl.Expr:
         .otherwise(None)
         .alias("referer")
     )
+    return [kept if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
 
 
 TOOL_UA_RE = (

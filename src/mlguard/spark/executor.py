@@ -43,12 +43,12 @@ import pyarrow.compute as pc
 from mlguard.errors import MLGuardError, UsageError
 from mlguard.explain.reasons import safe_text
 from mlguard.features.aggregate import Partials, chunk_partials, merge_partials
-from mlguard.features.signals import referer_for_features
+from mlguard.features.signals import columns_for_features
 from mlguard.formats import AUTO, LogFormat
 from mlguard.formats.base import parsed_lines, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
 from mlguard.pipeline import MAX_EXAMPLES, SNIFF_BYTES, _choose_format, _time_window
-from mlguard.schema import PARSED_SCHEMA, RECORD_SCHEMA
+from mlguard.schema import RECORD_SCHEMA
 from mlguard.sources.files import CHUNK_BYTES
 
 TABLES = tuple(f.name for f in fields(Partials))
@@ -149,8 +149,8 @@ class SplitPlan:
     buckets: int = 1  # of keys, for the merge
 
     def columns(self) -> list[pl.Expr]:
-        # As `read_logs` without `keep_client` (referer_for_features).
-        wanted = [referer_for_features() if name == "referer" else pl.col(name) for name in PARSED_SCHEMA]
+        # As `read_logs` without `keep_client`.
+        wanted = columns_for_features()
         if self.identity.uses_forwarded:
             wanted.append(pl.col(FORWARDED_COLUMN))
         return wanted
