@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from mlguard.features.aggregate import ClientAccumulator
 from mlguard.formats import FORMATS, get_format
 from mlguard.sources.files import _MAGIC as MAGIC
-from mlguard.sources.files import read_chunks
+from mlguard.sources.files import count_lines, read_chunks
 
 VALID = b'203.0.113.9 - - [17/May/2015:10:05:03 +0000] "GET /index.html HTTP/1.1" 200 1 "-" "ua"\n'
 
@@ -95,6 +95,15 @@ def test_a_chunk_ending_before_its_buffer_ends_keeps_exactly_its_lines(data: byt
         copied = fmt.run(data, 1).sort("line_no")
         assert direct.equals(copied)
         assert direct.height == _line_count(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=HOSTILE, cut=st.integers(min_value=0), piece=st.integers(min_value=1, max_value=70))
+def test_lines_are_counted_exactly_across_count_pieces(data: bytes, cut: int, piece: int) -> None:
+    # Counted piece by piece (1 MiB in real runs): a newline on a piece's edge counts once.
+    end = cut % (len(data) + 1)
+    assert count_lines(data, end, piece=piece) == _line_count(data[:end])
+    assert count_lines(bytearray(data), end, piece=piece) == _line_count(data[:end])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -141,7 +141,8 @@ def read_logs(
             if columns is not None and identity.uses_forwarded:
                 wanted = [*columns, pl.col(FORWARDED_COLUMN)]
             # One streaming pass over the chunk: every line parsed or given a reason.
-            yield chunk.source, chunk.end, fmt.run(chunk.data, chunk.first_line_no, chunk.end, wanted)
+            parsed = fmt.run(chunk.data, chunk.first_line_no, chunk.end, wanted, chunk.lines)
+            yield chunk.source, chunk.end, parsed
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.

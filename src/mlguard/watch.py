@@ -226,13 +226,13 @@ class Watcher:
     def _records(self, chunk: Chunk) -> pl.DataFrame | None:
         """Parse a chunk; count (and log a few of) the lines that do not parse."""
         fmt = self._format(chunk)
-        n_lines = chunk.data.count(b"\n", 0, chunk.end)
+        n_lines = chunk.lines
         self.counters.lines += n_lines
         if fmt is None:
             self.counters.unparsed += n_lines
             self._metric("unparsed", n_lines)
             return None
-        parsed = fmt.run(chunk.data, chunk.first_line_no, chunk.end)
+        parsed = fmt.run(chunk.data, chunk.first_line_no, chunk.end, lines=n_lines)
         unparsed = unparsed_of(parsed)
         if unparsed.height:
             self.counters.unparsed += unparsed.height

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from mlguard.schema import PARSED_SCHEMA, RECORD_SCHEMA, UNPARSED_SCHEMA, request_fields
+from mlguard.sources.files import count_lines
 
 MAX_LINE_BYTES = 64 * 1024
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")
@@ -29,19 +30,17 @@ class ParsedChunk:
     unparsed: pl.DataFrame  # UNPARSED_SCHEMA, by line number
 
 
-def count_lines(data: bytes | bytearray, end: int | None = None) -> int:
-    end = len(data) if end is None else end
-    return data.count(b"\n", 0, end) + (1 if end and data[end - 1] != 0x0A else 0)
-
-
-def polars_lines(data: bytes | bytearray, first_line_no: int, end: int | None = None) -> pl.LazyFrame | None:
+def polars_lines(
+    data: bytes | bytearray, first_line_no: int, end: int | None = None, lines: int | None = None
+) -> pl.LazyFrame | None:
     """Lines of `data[:end]` scanned lazily by Polars' CSV reader, or None where it cannot be
     trusted.
 
     With quoting off and a separator byte absent from the data, every line is one field. Where
     the data holds that byte, or starts like a compressed stream (Polars sniffs compression from
     the first bytes, and an attacker can write those bytes into a log), Python splits instead.
-    Only `bytes` are handed over without a copy; the lines past `end` are left out by count.
+    Only `bytes` are handed over without a copy; the lines past `end` are left out by count
+    (`lines`, the number in `data[:end]`, when the caller has counted them already).
     """
     end = len(data) if end is None else end
     if not end or data.find(b"\x01", 0, end) >= 0 or data.startswith(_COMPRESSED_MAGIC):
@@ -57,7 +56,7 @@ def polars_lines(data: bytes | bytearray, first_line_no: int, end: int | None = 
         raise_if_empty=False,
         row_index_name="line_no",
         row_index_offset=first_line_no,
-        n_rows=count_lines(data, end) if end < len(data) else None,
+        n_rows=(count_lines(data, end) if lines is None else lines) if end < len(data) else None,
     ).select(pl.col("line_no").cast(pl.UInt64), pl.col("line").fill_null(""))
 
 
@@ -171,6 +170,7 @@ class LogFormat(ABC):
         first_line_no: int = 1,
         end: int | None = None,
         columns: list[pl.Expr] | None = None,
+        lines: int | None = None,
     ) -> pl.DataFrame:
         """Every line of `data[:end]` in `PARSED_SCHEMA` (or as `columns` of it), in one
         streaming pass, in no set order (sorting 300,000 rows of strings costs a fifth of the
@@ -178,18 +178,21 @@ class LogFormat(ABC):
 
         If Polars' reader and the newline count disagree about how many lines there are, the
         chunk is run again on Python's split, so that no line is ever cut, merged or lost.
+        `lines` is that count for `data[:end]` when the caller has it (a `Chunk` counts once).
         """
         end = len(data) if end is None else end
+        if lines is None:
+            lines = count_lines(data, end)
 
         def collect(lines: pl.LazyFrame) -> pl.DataFrame:
             plan = self._plan_chunk(lines)
             parsed = (plan if columns is None else plan.select(columns)).collect(engine=ENGINE)
             return self._mark_long_lines(parsed, lines)
 
-        fast = polars_lines(data, first_line_no, end)
+        fast = polars_lines(data, first_line_no, end, lines)
         if fast is not None:
             parsed = collect(fast)
-            if parsed.height == count_lines(data, end):
+            if parsed.height == lines:
                 return parsed
         return collect(python_lines(data, first_line_no, end))
 

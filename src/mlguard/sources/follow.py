@@ -197,7 +197,7 @@ class LogFollower:
         end = cut + 1
         followed.carry = data[end : end + MAX_CARRY_BYTES]
         chunk = Chunk(followed.path, max(followed.line_no, 1), data, end)
-        followed.line_no += data.count(b"\n", 0, end)
+        followed.line_no += chunk.lines
         if followed.carry:
             followed.carry_start = followed.offset - (len(data) - end)
         return chunk
@@ -214,8 +214,9 @@ class LogFollower:
                 break  # the old file's unterminated last line: nothing will ever finish it
             if cut + 1 < len(block):
                 handle.seek(cut + 1 - len(block), os.SEEK_CUR)
-            yield Chunk(followed.path, max(followed.draining_line_no, 1), block, cut + 1)
-            followed.draining_line_no += block.count(b"\n", 0, cut + 1)
+            chunk = Chunk(followed.path, max(followed.draining_line_no, 1), block, cut + 1)
+            followed.draining_line_no += chunk.lines
+            yield chunk
         handle.close()
         followed.draining = None
 
