@@ -65,6 +65,17 @@ def test_escaped_quotes_take_the_exact_path() -> None:
     assert row["referer"] is None and row["status"] == 404
 
 
+@pytest.mark.parametrize("status", [b"200", b"+12", b"-12", b" 12", b"2x0"])
+def test_a_status_is_judged_alike_on_the_fast_and_the_exact_path(status: bytes) -> None:
+    # The same fields, once as a plain line (fast path) and once with an escaped quote in the
+    # user agent (exact path): a status one path takes, the other must take too.
+    line = b'1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" ' + status + b' 5 "-" "ua"\n'
+    escaped = line.replace(b'"ua"', b'"u\\"a"')
+    fast, exact = (get_format("combined").parse(text) for text in (line, escaped))
+    assert fast.records.height == exact.records.height
+    assert fast.records["status"].to_list() == exact.records["status"].to_list()
+
+
 def test_common_format_and_detection(fixtures: Path) -> None:
     data = (fixtures / "common_sample.log").read_bytes()
     assert detect_format(data).name == "common"

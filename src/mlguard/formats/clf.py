@@ -59,6 +59,8 @@ class CombinedFormat(LogFormat):
             & f[1].is_not_null()
             & f[2].str.starts_with(" ")
             & (f[2].str.slice(4, 1) == " ")
+            # Polars' number cast takes "+12", the exact path's `\d{3}` does not.
+            & (f[2].str.slice(1, 1) != "+")
             & self._tail_ok(f)
         )
         # A field ending in a backslash means an escaped quote split it: the exact path decides.
