@@ -267,6 +267,47 @@ def test_bad_or_empty_time_windows_are_one_line_errors(args: list[str], message:
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+_REREAD = """
+import contextlib, resource, sys, threading
+import mlguard.allocator
+faults = []
+def read_twice():
+    for _ in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = open("/dev/zero", "rb").read(64 << 20)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        del block
+reading = mlguard.allocator.reusing_large_blocks if sys.argv[1] == "reading" else contextlib.nullcontext
+with reading():
+    reader = threading.Thread(target=read_twice)
+    reader.start()
+    reader.join()
+print(faults[1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_chunk_read_on_a_thread_reuses_the_memory_of_the_one_before() -> None:
+    # Two 64 MiB reads on a reading thread: with glibc's defaults each is mmap()ed afresh
+    # (16,384 page faults); while MLGuard reads a log the second reuses the first's pages. A
+    # user's own MALLOC_* setting wins.
+    def faults(*args: str, **env: str) -> int:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+        proc = subprocess.run(
+            [sys.executable, "-c", _REREAD, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**environment, **env},
+        )
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout)
+
+    assert faults("other") > 10_000
+    assert faults("reading") < 1_000
+    assert faults("reading", MALLOC_ARENA_MAX="4") > 10_000
+
+
 def test_the_allocator_setting_is_one_polars_accepts_and_a_users_own_wins() -> None:
     # mlguard sets jemalloc's muzzy decay for Polars before Polars loads (Polars appends it to
     # its own defaults; the last pair wins). jemalloc prints "Invalid conf pair" on stderr for a

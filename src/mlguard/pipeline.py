@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from mlguard.allocator import reusing_large_blocks
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
 from mlguard.detectors.campaigns import Campaigns, find_campaigns
 from mlguard.detectors.ensemble import ClientScorer, Scores
@@ -146,36 +147,37 @@ def read_logs(
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
-    for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
-        records = parsed_lines(parsed)
-        unparsed = unparsed_of(parsed)
-        stats.lines += parsed.height
-        if since is not None or until is not None:
-            inside = records.filter(_time_window(since, until))
-            stats.outside_window += records.height - inside.height
-            records = inside
-        stats.records += records.height
-        stats.bytes_read += n_bytes
-        if unparsed.height:
-            stats.unparsed += unparsed.height
-            stats.unparsed_by_reason.update(unparsed["reason"].to_list())
-            if strict:
-                first = unparsed.row(0, named=True)
-                raise StrictParseError(
-                    f"{source}:{first['line_no']}: {first['reason']} (--strict): "
-                    f"{safe_text(first['text'], 120)}"
-                )
-            room = MAX_EXAMPLES - len(stats.examples)
-            for row in unparsed.head(max(room, 0)).iter_rows(named=True):
-                stats.examples.append(
-                    UnparsedLine(source, row["line_no"], row["reason"], safe_text(row["text"], 200))
-                )
-        records = identity.resolve(records)
-        acc.add(records)
-        if keep_client is not None:
-            kept.append(records_of(records.filter(pl.col("client") == keep_client)).sort("line_no"))
-        if progress is not None:
-            progress(n_bytes)
+    with reusing_large_blocks():
+        for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
+            records = parsed_lines(parsed)
+            unparsed = unparsed_of(parsed)
+            stats.lines += parsed.height
+            if since is not None or until is not None:
+                inside = records.filter(_time_window(since, until))
+                stats.outside_window += records.height - inside.height
+                records = inside
+            stats.records += records.height
+            stats.bytes_read += n_bytes
+            if unparsed.height:
+                stats.unparsed += unparsed.height
+                stats.unparsed_by_reason.update(unparsed["reason"].to_list())
+                if strict:
+                    first = unparsed.row(0, named=True)
+                    raise StrictParseError(
+                        f"{source}:{first['line_no']}: {first['reason']} (--strict): "
+                        f"{safe_text(first['text'], 120)}"
+                    )
+                room = MAX_EXAMPLES - len(stats.examples)
+                for row in unparsed.head(max(room, 0)).iter_rows(named=True):
+                    stats.examples.append(
+                        UnparsedLine(source, row["line_no"], row["reason"], safe_text(row["text"], 200))
+                    )
+            records = identity.resolve(records)
+            acc.add(records)
+            if keep_client is not None:
+                kept.append(records_of(records.filter(pl.col("client") == keep_client)).sort("line_no"))
+            if progress is not None:
+                progress(n_bytes)
     if strict and stats.problems:
         raise StrictParseError(f"{stats.problems[0].source}: {stats.problems[0].message}")
     stats.via_proxy, stats.forged_forwarded = identity.via_proxy, identity.forged
