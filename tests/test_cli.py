@@ -277,8 +277,13 @@ def read_twice():
         block = open("/dev/zero", "rb").read(64 << 20)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         del block
-reading = mlguard.allocator.reusing_large_blocks if sys.argv[1] == "reading" else contextlib.nullcontext
-with reading():
+if sys.argv[1] == "reading":
+    reading = mlguard.allocator.reusing_large_blocks(64 << 20)
+elif sys.argv[1] == "small chunks":
+    reading = mlguard.allocator.reusing_large_blocks(16 << 20)
+else:
+    reading = contextlib.nullcontext()
+with reading:
     reader = threading.Thread(target=read_twice)
     reader.start()
     reader.join()
@@ -304,6 +309,7 @@ def test_a_chunk_read_on_a_thread_reuses_the_memory_of_the_one_before() -> None:
         return int(proc.stdout)
 
     assert faults("other") > 10_000
+    assert faults("small chunks") > 10_000  # glibc keeps blocks <= 32 MiB by itself: untouched
     assert faults("reading") < 1_000
     assert faults("reading", MALLOC_ARENA_MAX="4") > 10_000
 

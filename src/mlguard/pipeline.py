@@ -147,7 +147,7 @@ def read_logs(
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
-    with reusing_large_blocks():
+    with reusing_large_blocks(chunk_bytes):
         for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
             records = parsed_lines(parsed)
             unparsed = unparsed_of(parsed)
