@@ -314,6 +314,30 @@ def test_a_chunk_read_on_a_thread_reuses_the_memory_of_the_one_before() -> None:
     assert faults("reading", MALLOC_ARENA_MAX="4") > 10_000
 
 
+def test_only_an_input_of_many_chunks_keeps_freed_chunks_for_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Over a few chunks, keeping freed ones only raises the peak: reuse is asked for when the
+    # files hold at least REUSE_MIN_CHUNKS chunks (stdin's size is unknown: never).
+    import contextlib
+
+    import mlguard.pipeline as pipeline
+
+    asked: list[int] = []
+
+    def recording(block_bytes: int) -> contextlib.AbstractContextManager[None]:
+        asked.append(block_bytes)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(pipeline, "reusing_large_blocks", recording)
+    log = ROOT / "tests" / "fixtures" / "combined_sample.log"
+    size = log.stat().st_size
+    many = size // pipeline.REUSE_MIN_CHUNKS
+    pipeline.read_logs([str(log)], chunk_bytes=many)
+    pipeline.read_logs([str(log)], chunk_bytes=many + 1024)
+    with open(log, "rb") as piped:
+        pipeline.read_logs(["-"], chunk_bytes=many, stdin=piped)
+    assert asked == [many, 0, 0]
+
+
 def test_the_allocator_setting_is_one_polars_accepts_and_a_users_own_wins() -> None:
     # mlguard sets jemalloc's muzzy decay for Polars before Polars loads (Polars appends it to
     # its own defaults; the last pair wins). jemalloc prints "Invalid conf pair" on stderr for a

@@ -4,6 +4,8 @@ verdicts -> reasons. The CLI, and later the daemon, Lambda and Spark, call these
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
@@ -28,7 +30,8 @@ from mlguard.features.signals import columns_for_features
 from mlguard.formats import AUTO, LogFormat, detect_format, get_format
 from mlguard.formats.base import parsed_lines, records_of, unparsed_of
 from mlguard.identity import FORWARDED_COLUMN, ClientIdentity
-from mlguard.sources.files import CHUNK_BYTES, ReadProblem, expand_paths, prefetch, read_chunks
+from mlguard.sources import s3
+from mlguard.sources.files import CHUNK_BYTES, STDIN, ReadProblem, expand_paths, prefetch, read_chunks
 
 MAX_EXAMPLES = 5
 MAX_CAMPAIGN_OWN_REASONS = 2  # after the campaign's own reason
@@ -91,6 +94,21 @@ def _time_window(since: datetime | None, until: datetime | None) -> pl.Expr:
     return keep
 
 
+# Reusing the memory of freed chunks pays over many chunks; over a few it only keeps freed ones
+# resident (1M lines, 4 chunks: +0.2 GiB of peak RSS and no time saved).
+REUSE_MIN_CHUNKS = 16
+
+
+def _input_bytes(files: list[str]) -> int:
+    """Bytes on disk of the local files among `files` (stdin and S3 objects count 0)."""
+    total = 0
+    for name in files:
+        if name != STDIN and not s3.is_s3(name):
+            with contextlib.suppress(OSError):  # reported when it is read
+                total += os.path.getsize(name)
+    return total
+
+
 def read_logs(
     paths: list[str],
     *,
@@ -147,7 +165,7 @@ def read_logs(
 
     # Three stages on their own threads: read (and decompress), parse, aggregate. Polars lets go
     # of the GIL while it works, so parsing one chunk overlaps aggregating the one before.
-    with reusing_large_blocks(chunk_bytes):
+    with reusing_large_blocks(chunk_bytes if _input_bytes(files) >= REUSE_MIN_CHUNKS * chunk_bytes else 0):
         for source, n_bytes, parsed in prefetch(parse_chunks(), depth=1):
             records = parsed_lines(parsed)
             unparsed = unparsed_of(parsed)
