@@ -7,10 +7,12 @@ All are process-wide, so each gives way to a user's own setting in the environme
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 # Polars' allocator (jemalloc) is set by Polars to purge freed pages within a second (dirty
 # 500 ms, muzzy 1 s), so every 64 MiB chunk of a log faults its memory in afresh: on 10M lines,
@@ -32,15 +34,42 @@ _AFTER_READING = ((_M_MMAP_MAX, 65536), (_M_TRIM_THRESHOLD, 128 * 1024))  # glib
 _GLIBC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 
 
+def _glibc_function(name: str) -> Any:
+    """A function of the C library this process runs on, or None where it has none (musl,
+    macOS have no `mallopt` settings or `malloc_trim` of glibc's kind)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def _glibc_trim() -> Callable[[], None]:
+    trim = _glibc_function("malloc_trim")
+    if trim is None:
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
+
+
+# glibc's `malloc_trim(0)`, or a no-op elsewhere: freed heap pages go back to the kernel. glibc
+# keeps them mapped otherwise, so a process that allocates and frees hundreds of MB in pieces
+# of every size (a daemon's full pass: NumPy, the scorers) creeps up pass after pass
+# (BENCHMARKS.md, watch memory). A trim costs well under a millisecond.
+release_free_memory = _glibc_trim()
+
+
 def _mallopt() -> Callable[[int, int], int] | None:
     """glibc's mallopt, unless this is not glibc or the user tunes malloc themselves."""
     if sys.platform != "linux" or any(name in os.environ for name in _GLIBC_ENV):
         return None
     if "GLIBC_TUNABLES" in os.environ and "malloc" in os.environ["GLIBC_TUNABLES"]:
         return None
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return None
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt  # type: ignore[no-any-return]
@@ -73,15 +102,6 @@ def reusing_large_blocks(block_bytes: int) -> Iterator[None]:
     finally:
         for param, value in _AFTER_READING:
             mallopt(param, value)
-        _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    # The chunks kept for reuse go back to the kernel once reading is over, rather than stay
-    # resident under whatever the process does next (scoring, or a daemon's next hours).
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
-    trim(0)
+        # The chunks kept for reuse go back to the kernel once reading is over, rather than
+        # stay resident under whatever the process does next.
+        release_free_memory()

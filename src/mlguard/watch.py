@@ -23,8 +23,6 @@ Time: windows follow the log's own timestamps; decisions, TTLs and cadences foll
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mlguard.allocator import release_free_memory
 from mlguard.decisions.breaker import CircuitBreaker
 from mlguard.decisions.policy import ALERT, BLOCK, Policy
 from mlguard.decisions.store import DETECTOR, Decision, DecisionStore
@@ -54,26 +53,6 @@ from mlguard.sources.follow import LogFollower, Position, history_before
 
 log = logging.getLogger("mlguard.watch")
 
-
-def _glibc_trim() -> Callable[[], None]:
-    """glibc's `malloc_trim(0)`, or a no-op elsewhere. A full pass allocates and frees hundreds
-    of MB in pieces of every size (NumPy, the scorers); glibc keeps freed heap pages mapped, so
-    without a trim the resident size creeps up pass after pass (BENCHMARKS.md, watch memory).
-    A trim costs well under a millisecond."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-        return lambda: None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-
-    def release() -> None:
-        trim(0)
-
-    return release
-
-
-release_free_memory = _glibc_trim()
 
 MIN_FIT_CLIENTS = 50  # without --model, the window must hold this many clients to learn from
 REFIT_GROWTH = 2  # a baseline learned from the window is learned again when its clients double
