@@ -224,19 +224,6 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         )
     )
     clients = from_lines.join(from_requests, on="cid").join(gaps, on="cid", how="left")
-    if in_header is not None:
-        # Where the URLs hold no marker, the header that did is the example a person reads.
-        header = (
-            pl.when(_UA_MARKED)
-            .then(pl.concat_str([pl.lit("user agent: "), pl.col("user_agent")]))
-            .otherwise(pl.concat_str([pl.lit("referer: "), pl.col("referer")]))
-        )
-        examples = lines.filter(in_header).group_by("cid").agg(header.min().alias("_example_header"))
-        clients = (
-            clients.join(examples, on="cid", how="left")
-            .with_columns(pl.coalesce("example_injection", "_example_header").alias("example_injection"))
-            .drop("_example_header")
-        )
     windows = lines.group_by("cid", pl.col("time").dt.truncate(f"{window_secs}s").alias("window")).agg(
         pl.len().alias("requests"), status.is_between(400, 499).sum().alias("n_4xx")
     )
@@ -255,7 +242,20 @@ def chunk_partials(records: pl.DataFrame, window_secs: int = WINDOW_SECS) -> Par
         .agg(pl.col("shape").first(), pl.col("target").min().alias("example"))
     )
     if in_header is not None:
-        targets, shapes = _with_header_payloads(lines.filter(in_header), requests, targets, shapes)
+        marked = lines.filter(in_header)
+        # Where the URLs hold no marker, the header that did is the example a person reads.
+        header = (
+            pl.when(_UA_MARKED)
+            .then(pl.concat_str([pl.lit("user agent: "), pl.col("user_agent")]))
+            .otherwise(pl.concat_str([pl.lit("referer: "), pl.col("referer")]))
+        )
+        examples = marked.group_by("cid").agg(header.min().alias("_example_header"))
+        clients = (
+            clients.join(examples, on="cid", how="left")
+            .with_columns(pl.coalesce("example_injection", "_example_header").alias("example_injection"))
+            .drop("_example_header")
+        )
+        targets, shapes = _with_header_payloads(marked, requests, targets, shapes)
     tables = [clients, windows, targets, user_agents, agent_names.lazy(), templates, shapes]
     return Partials(*pl.collect_all(tables))
 
