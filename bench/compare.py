@@ -61,8 +61,11 @@ def mlguard_scores(log: Path) -> pl.DataFrame:
     """Every client's score and verdict from `mlguard detect --json`."""
     rows = [json.loads(line) for line in _mlguard(["detect", str(log), "--json"]).splitlines() if line]
     return pl.DataFrame(
-        [{"ip": r["ip"], "score": r["score"], "verdict": r["verdict"]} for r in rows],
-        schema={"ip": pl.String, "score": pl.Float64, "verdict": pl.String},
+        [
+            {"ip": r["ip"], "score": r["score"], "verdict": r["verdict"], "requests": r["requests"]}
+            for r in rows
+        ],
+        schema={"ip": pl.String, "score": pl.Float64, "verdict": pl.String, "requests": pl.Int64},
     )
 
 
@@ -150,6 +153,10 @@ def evaluate_set(item: LabelledSet, *, peers: tuple[str, ...], use_cache: bool) 
         "scores": {
             "malicious": joined.filter(pl.col("label") == "malicious")["score"].to_list(),
             "benign": joined.filter(pl.col("label") == "benign")["score"].to_list(),
+        },
+        "requests": {
+            "malicious": joined.filter(pl.col("label") == "malicious")["requests"].to_list(),
+            "benign": joined.filter(pl.col("label") == "benign")["requests"].to_list(),
         },
     }
     for system in peers:
@@ -259,6 +266,79 @@ def render(results: dict[str, dict[str, Any]], command: str) -> str:
                 s = r["systems"].get(system)
                 cells.append("—" if s is None else f"{s['per_actor'].get(actor, 0.0):.2f}")
             lines.append(f"| {name} | {actor} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + render_headroom(results)
+
+
+ALERT_SWEEP = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2)
+BLOCK_MINIMUMS = (1, 5, 20)
+
+
+def headroom(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What any single threshold on MLGuard's score could reach, all sets of the run pooled.
+
+    The recall targets of issue #3 are over all sets at once, so one threshold is swept over the
+    pooled clients: at `alert`, how recall and the benign clients flagged move as the threshold
+    falls; at `block`, the most recall a threshold reaches while no benign client scores at or
+    above it, with a client's own requests held against a minimum (1: no minimum at all).
+    """
+    pooled: dict[str, list[tuple[float, int]]] = {"malicious": [], "benign": []}
+    for r in results.values():
+        for label, rows in pooled.items():
+            rows.extend(zip(r["scores"][label], r["requests"][label], strict=True))
+    attackers, benign = pooled["malicious"], pooled["benign"]
+    alert = [
+        {
+            "threshold": t,
+            "tp": sum(score >= t for score, _ in attackers),
+            "fp": sum(score >= t for score, _ in benign),
+        }
+        for t in ALERT_SWEEP
+    ]
+    block = []
+    for minimum in BLOCK_MINIMUMS:
+        ceiling = max((score for score, n in benign if n >= minimum), default=0.0)
+        block.append(
+            {
+                "min_requests": minimum,
+                "highest_benign": ceiling,
+                "tp": sum(score > ceiling and n >= minimum for score, n in attackers),
+            }
+        )
+    return {"attackers": len(attackers), "benign": len(benign), "alert": alert, "block": block}
+
+
+def render_headroom(results: dict[str, dict[str, Any]]) -> str:
+    h = headroom(results)
+    n = max(h["attackers"], 1)
+    blocked = sum(r["systems"]["MLGuard block"]["counts"]["tp"] for r in results.values())
+    lines = [
+        f"Headroom: every labelled set of this run pooled ({len(results)} sets, {h['attackers']:,} "
+        f"attackers, {h['benign']:,} benign clients), one threshold on MLGuard's score for all.",
+        "",
+        "| alert threshold | attackers alerted (recall) | benign alerted | precision |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in h["alert"]:
+        flagged = row["tp"] + row["fp"]
+        precision = f"{row['tp'] / flagged:.2f}" if flagged else "—"
+        lines.append(
+            f"| {row['threshold']:.2f} | {row['tp']:,} ({row['tp'] / n:.3f}) | {row['fp']:,} | {precision} |"
+        )
+    lines += [
+        "",
+        "| block: at least this many requests of its own | highest benign score | attackers above it "
+        "(recall) |",
+        "|---:|---:|---:|",
+    ]
+    for row in h["block"]:
+        lines.append(
+            f"| {row['min_requests']} | {row['highest_benign']:.4f} | {row['tp']:,} ({row['tp'] / n:.3f}) |"
+        )
+    lines += [
+        "",
+        f"MLGuard's block verdicts in this run: {blocked:,} attackers ({blocked / n:.3f}), "
+        "campaign members counted on their campaign's requests.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -102,3 +102,31 @@ def test_attacker_controlled_names_are_escaped_in_the_table(tmp_path: Path) -> N
     proc = run("eval", str(EXAMPLE), "--labels", str(path), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout and "\\x1b[31mred" in proc.stdout
+
+
+def test_bench_headroom_is_the_best_any_single_threshold_does_on_the_example() -> None:
+    # bench/compare's "headroom" tells readers of BENCHMARKS.md how far a target is from any
+    # threshold; check it against the example's own scores, counted here a different way.
+    from bench.compare import headroom
+
+    proc = run("detect", str(EXAMPLE), "--json", "--no-progress")
+    found = pl.DataFrame([json.loads(x) for x in proc.stdout.splitlines()]).select("ip", "score", "requests")
+    joined = found.join(pl.read_csv(LABELS), on="ip")
+    by = {label: joined.filter(pl.col("label") == label) for label in ("malicious", "benign")}
+    result = {
+        "scores": {label: frame["score"].to_list() for label, frame in by.items()},
+        "requests": {label: frame["requests"].to_list() for label, frame in by.items()},
+    }
+    # The same set twice: pooling must count each client once per set.
+    h = headroom({"a": result, "b": result})
+    assert h["attackers"] == 2 * by["malicious"].height and h["benign"] == 2 * by["benign"].height
+    for row in h["alert"]:
+        assert row["tp"] == 2 * (by["malicious"]["score"] >= row["threshold"]).sum()
+        assert row["fp"] == 2 * (by["benign"]["score"] >= row["threshold"]).sum()
+    for row in h["block"]:
+        m = row["min_requests"]
+        benign = by["benign"].filter(pl.col("requests") >= m)
+        attackers = by["malicious"].filter(pl.col("requests") >= m)
+        # No threshold above the highest benign score flags a benign client; none reaches more.
+        assert row["highest_benign"] == (benign["score"].max() if benign.height else 0.0)
+        assert row["tp"] == 2 * (attackers["score"] > row["highest_benign"]).sum()
