@@ -281,6 +281,8 @@ def headroom(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     falls; at `block`, the most recall a threshold reaches while no benign client scores at or
     above it, with a client's own requests held against a minimum (1: no minimum at all).
     """
+    from mlguard.evaluation import block_ceiling
+
     pooled: dict[str, list[tuple[float, int]]] = {"malicious": [], "benign": []}
     for r in results.values():
         for label, rows in pooled.items():
@@ -294,16 +296,7 @@ def headroom(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         }
         for t in ALERT_SWEEP
     ]
-    block = []
-    for minimum in BLOCK_MINIMUMS:
-        ceiling = max((score for score, n in benign if n >= minimum), default=0.0)
-        block.append(
-            {
-                "min_requests": minimum,
-                "highest_benign": ceiling,
-                "tp": sum(score > ceiling and n >= minimum for score, n in attackers),
-            }
-        )
+    block = [block_ceiling(attackers, benign, minimum) for minimum in BLOCK_MINIMUMS]
     return {"attackers": len(attackers), "benign": len(benign), "alert": alert, "block": block}
 
 
@@ -331,9 +324,8 @@ def render_headroom(results: dict[str, dict[str, Any]]) -> str:
         "|---:|---:|---:|",
     ]
     for row in h["block"]:
-        lines.append(
-            f"| {row['min_requests']} | {row['highest_benign']:.4f} | {row['tp']:,} ({row['tp'] / n:.3f}) |"
-        )
+        highest = "—" if row["highest_benign"] is None else f"{row['highest_benign']:.4f}"
+        lines.append(f"| {row['min_requests']} | {highest} | {row['tp']:,} ({row['tp'] / n:.3f}) |")
     lines += [
         "",
         f"MLGuard's block verdicts in this run: {blocked:,} attackers ({blocked / n:.3f}), "

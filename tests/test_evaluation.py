@@ -45,6 +45,36 @@ def test_json_report_agrees_with_the_verdicts_of_detect(report: dict) -> None:
     assert report["per_actor"] == pytest.approx(dict(actors.iter_rows()))
 
 
+def test_operating_points_say_what_one_threshold_would_do_on_these_labels(report: dict) -> None:
+    # Recomputed from `detect --json`: the highest alert threshold reaching each recall goal,
+    # and the benign client a block threshold must stay above (20+ requests, the default).
+    proc = run("detect", str(EXAMPLE), "--json", "--no-progress")
+    found = pl.DataFrame([json.loads(x) for x in proc.stdout.splitlines()]).select("ip", "score", "requests")
+    joined = found.join(pl.read_csv(LABELS), on="ip")
+    attackers = joined.filter(pl.col("label") == "malicious")["score"]
+    benign = joined.filter(pl.col("label") == "benign")
+    points = report["operating_points"]
+    assert [p["recall_goal"] for p in points["alert"]] == [0.90, 0.95]
+    for point in points["alert"]:
+        t, goal = point["threshold"], point["recall_goal"] * attackers.len()
+        assert point["tp"] == (attackers >= t).sum() >= goal
+        assert (attackers > t).sum() < goal  # any higher threshold falls short of the goal
+        assert point["fp"] == (benign["score"] >= t).sum()
+    block = points["block"]
+    busy = benign.filter(pl.col("requests") >= 20).sort("score", "ip", descending=[True, False])
+    assert block["min_requests"] == 20
+    assert (block["highest_benign"], block["highest_benign_client"]) == (busy["score"][0], busy["ip"][0])
+    busy_attackers = joined.filter((pl.col("label") == "malicious") & (pl.col("requests") >= 20))
+    assert block["tp"] == (busy_attackers["score"] > busy["score"][0]).sum()
+
+
+def test_the_table_shows_the_operating_points() -> None:
+    proc = run("eval", str(EXAMPLE), "--labels", str(LABELS), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "thresholds on these labels" in proc.stdout
+    assert "alert 95% of attackers" in proc.stdout and "block no benign client (20+ requests)" in proc.stdout
+
+
 def test_misses_and_false_positives_are_named_with_reasons(report: dict) -> None:
     assert len(report["misses"]) == report["alert"]["fn"]
     assert len(report["false_positives"]) == report["alert"]["fp"]
@@ -128,5 +158,10 @@ def test_bench_headroom_is_the_best_any_single_threshold_does_on_the_example() -
         benign = by["benign"].filter(pl.col("requests") >= m)
         attackers = by["malicious"].filter(pl.col("requests") >= m)
         # No threshold above the highest benign score flags a benign client; none reaches more.
-        assert row["highest_benign"] == (benign["score"].max() if benign.height else 0.0)
-        assert row["tp"] == 2 * (attackers["score"] > row["highest_benign"]).sum()
+        assert row["highest_benign"] == (benign["score"].max() if benign.height else None)
+        above = (
+            attackers
+            if row["highest_benign"] is None
+            else attackers.filter(pl.col("score") > row["highest_benign"])
+        )
+        assert row["tp"] == 2 * above.height

@@ -686,7 +686,12 @@ def evaluate_command(
         identity=identity_from(trusted_proxy, ipv6_prefix),
         window=_window(since, until),
     )
-    ev = evaluate(detection.findings, labels, explain=lambda ips: reasons_of(detection, ips))
+    ev = evaluate(
+        detection.findings,
+        labels,
+        explain=lambda ips: reasons_of(detection, ips),
+        min_block_requests=policy.min_block_requests,
+    )
     if json_out:
         sys.stdout.write(escape_json_text(json.dumps(ev.as_json())) + "\n")
     else:
@@ -714,6 +719,7 @@ def _evaluation_tables(ev: Evaluation, top: int) -> None:
             *(f"{int(c[k]):,}" for k in ("tp", "fp", "fn", "tn")),
         )
     out.print(figures)
+    _operating_points(ev)
     if ev.per_actor:
         actors = Table(title="recall at alert per actor", title_justify="left")
         actors.add_column("actor")
@@ -752,6 +758,33 @@ def _evaluation_tables(ev: Evaluation, top: int) -> None:
         shown = ", ".join(safe_text(ip, 45) for ip in ev.missing[:10])
         more = f" and {len(ev.missing) - 10:,} more" if len(ev.missing) > 10 else ""
         out.print(Text(f"{len(ev.missing):,} labelled clients do not appear in the log: {shown}{more}"))
+
+
+def _operating_points(ev: Evaluation) -> None:
+    """What one threshold for all clients would do on these labels: for choosing thresholds."""
+    points = ev.operating_points
+    if not points or not ev.malicious or ev.malicious == ev.labelled:
+        return  # one class only: there is no trade-off to show
+    benign = ev.labelled - ev.malicious
+    table = Table(title="thresholds on these labels (one for all clients)", title_justify="left")
+    for column in ("goal", "threshold", "attackers", "benign clients"):
+        table.add_column(column, justify="left" if column == "goal" else "right")
+    for point in points["alert"]:
+        table.add_row(
+            f"alert {point['recall_goal']:.0%} of attackers",
+            f">= {point['threshold']:.4f}",
+            f"{point['tp']:,} of {ev.malicious:,}",
+            f"{point['fp']:,} of {benign:,}",
+        )
+    block = points["block"]
+    if block["highest_benign"] is not None:
+        table.add_row(
+            f"block no benign client ({block['min_requests']:,}+ requests)",
+            f"> {block['highest_benign']:.4f}",
+            f"{block['tp']:,} of {ev.malicious:,}",
+            Text(f"0 (highest: {safe_text(block['highest_benign_client'], 45)})"),
+        )
+    out.print(table)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from mlguard.explain.reasons import safe_text
 
 LABELS = ("malicious", "benign")
 NO_ACTOR = "unnamed"
+# Recall levels at which `eval` says what alert threshold reaches them and at what cost.
+RECALL_GOALS = (0.90, 0.95)
 
 
 def load_labels(path: Path) -> pl.DataFrame:
@@ -85,6 +88,37 @@ def _counts(truth: pl.Series, flagged: pl.Series) -> dict[str, float]:
     }
 
 
+def alert_point(attacker_scores: list[float], benign_scores: list[float], recall: float) -> dict[str, Any]:
+    """The highest alert threshold that flags `recall` of the attackers, and what it flags."""
+    ranked = sorted(attacker_scores, reverse=True)
+    needed = max(1, math.ceil(recall * len(ranked) - 1e-9))
+    threshold = ranked[needed - 1] if ranked else None
+    if threshold is None:
+        return {"recall_goal": recall, "threshold": None, "tp": 0, "fp": 0}
+    return {
+        "recall_goal": recall,
+        "threshold": threshold,
+        "tp": sum(score >= threshold for score in ranked),
+        "fp": sum(score >= threshold for score in benign_scores),
+    }
+
+
+def block_ceiling(
+    attackers: list[tuple[float, int]], benign: list[tuple[float, int]], min_requests: int
+) -> dict[str, Any]:
+    """Of (score, requests) pairs: the highest benign score among clients with at least
+    `min_requests`, and how many such attackers score above it. A single block threshold above
+    that score blocks no benign client of these labels; none blocks more attackers without
+    blocking one. (Own requests: a campaign member's campaign is not counted here.)"""
+    eligible = [score for score, n in benign if n >= min_requests]
+    highest = max(eligible, default=None)
+    return {
+        "min_requests": min_requests,
+        "highest_benign": highest,
+        "tp": sum(n >= min_requests and (highest is None or score > highest) for score, n in attackers),
+    }
+
+
 @dataclass
 class Evaluation:
     alert: dict[str, float]
@@ -99,6 +133,9 @@ class Evaluation:
     false_positives: pl.DataFrame  # benign clients that were flagged
     unlabelled: list[str] = field(default_factory=list)  # in the log, not in the labels
     missing: list[str] = field(default_factory=list)  # in the labels, not in the log
+    # What single thresholds would do on these labels: `alert` at each of RECALL_GOALS, and
+    # `block` the highest benign score a block threshold must stay above (see block_ceiling).
+    operating_points: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         def clients(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -119,16 +156,23 @@ class Evaluation:
             "missing_from_log": self.missing,
             "misses": clients(self.misses),
             "false_positives": clients(self.false_positives),
+            "operating_points": self.operating_points,
         }
 
 
 Explain = Callable[[list[str]], dict[str, list[str]]]
 
 
-def evaluate(findings: pl.DataFrame, labels: pl.DataFrame, explain: Explain | None = None) -> Evaluation:
+def evaluate(
+    findings: pl.DataFrame,
+    labels: pl.DataFrame,
+    explain: Explain | None = None,
+    min_block_requests: int = 1,
+) -> Evaluation:
     """Compare `findings` (client, score, verdict, requests, reasons) with `labels`.
 
-    `explain` writes reasons for the missed attackers (passed clients carry none of their own).
+    `explain` writes reasons for the missed attackers (passed clients carry none of their own);
+    `min_block_requests` is the policy's, for the block operating point.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -150,6 +194,17 @@ def evaluate(findings: pl.DataFrame, labels: pl.DataFrame, explain: Explain | No
         misses = misses.with_columns(
             pl.col("ip").replace_strict(written, default=[], return_dtype=pl.List(pl.String)).alias("reasons")
         )
+    pairs = {
+        label: list(zip(part["score"].to_list(), part["requests"].to_list(), strict=True))
+        for label, part in (("malicious", joined.filter(truth)), ("benign", joined.filter(~truth)))
+    }
+    attacker_scores = [score for score, _ in pairs["malicious"]]
+    benign_scores = [score for score, _ in pairs["benign"]]
+    ceiling = block_ceiling(pairs["malicious"], pairs["benign"], min_block_requests)
+    if ceiling["highest_benign"] is not None:
+        # Name the client: a person checks whether it is really benign (a label can be wrong).
+        top = joined.filter((pl.col("label") == "benign") & (pl.col("requests") >= min_block_requests))
+        ceiling["highest_benign_client"] = top.sort("score", "ip", descending=[True, False])["ip"][0]
     return Evaluation(
         alert=_counts(truth, alerted),
         block=_counts(truth, joined["verdict"] == BLOCK),
@@ -163,4 +218,8 @@ def evaluate(findings: pl.DataFrame, labels: pl.DataFrame, explain: Explain | No
         false_positives=joined.filter(~truth & alerted),
         unlabelled=sorted(set(found["ip"].to_list()) - set(labels["ip"].to_list())),
         missing=sorted(set(labels["ip"].to_list()) - set(found["ip"].to_list())),
+        operating_points={
+            "alert": [alert_point(attacker_scores, benign_scores, goal) for goal in RECALL_GOALS],
+            "block": ceiling,
+        },
     )
