@@ -91,6 +91,7 @@ def _counts(truth: pl.Series, flagged: pl.Series) -> dict[str, float]:
 def alert_point(attacker_scores: list[float], benign_scores: list[float], recall: float) -> dict[str, Any]:
     """The highest alert threshold that flags `recall` of the attackers, and what it flags."""
     ranked = sorted(attacker_scores, reverse=True)
+    # The epsilon keeps 0.9 * 10 = 9.000000000000002 from asking for a tenth attacker.
     needed = max(1, math.ceil(recall * len(ranked) - 1e-9))
     threshold = ranked[needed - 1] if ranked else None
     if threshold is None:
