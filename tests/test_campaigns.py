@@ -181,3 +181,25 @@ def test_networks_per_campaign_match_parsing_each_member(clients: list[str]) -> 
     table = pl.DataFrame({"campaign": ["c-1"], "members": [clients]})
     counted = _networks(table).row(0, named=True)["networks"]
     assert counted == len({_network(c) for c in clients})
+
+
+def test_a_campaign_is_described_by_a_real_path_of_its_template() -> None:
+    # Members are grouped on a path template (digits folded, lower case), which is no path
+    # anyone sent: "/winnt/system0/cmd.exe". The reason shows a path from the log instead.
+    from mlguard.explain.reasons import campaign_behaviour
+    from mlguard.features.signals import path_template
+
+    log = CROWDS / "elastic_apache.log.gz"
+    with gzip.open(log, "rt", errors="replace") as f:
+        text = f.read()
+    table = detect(log).campaigns.table.filter(pl.col("shared_by") == "path")
+    assert table.height > 0
+    for row in table.iter_rows(named=True):
+        example = row["shared_example"]
+        assert f" {example} HTTP/" in text or f" {example}?" in text
+        assert pl.select(path_template(pl.lit(example))).item() == row["shared"]
+    row = dict(table.row(0, named=True), shared="/winnt/system0/cmd.exe")
+    folded = campaign_behaviour(dict(row, shared_example="/winnt/System32/cmd.exe"))
+    assert "paths like /winnt/System32/cmd.exe" in folded and "system0" not in folded
+    exact = campaign_behaviour(dict(row, shared="/wp-login.php", shared_example="/wp-login.php"))
+    assert " /wp-login.php" in exact and "paths like" not in exact

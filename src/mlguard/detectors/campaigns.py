@@ -100,6 +100,7 @@ CAMPAIGN_SCHEMA = {
     "clients": pl.UInt32,
     "shared_by": pl.String,  # "path" or "user agent"
     "shared": pl.String,  # the path template or user agent the members share
+    "shared_example": pl.String,  # a real path of the shared template (null when shared by agent)
     "shared_post": pl.Boolean,  # the shared path is mostly POSTed to
     "requests": pl.Int64,
     "requests_min": pl.Int64,
@@ -308,6 +309,13 @@ def _describe(frame: pl.DataFrame, members: pl.DataFrame) -> Campaigns:
         pl.col("campaign_score").first(),
         pl.col("shared_by").first(),
         pl.col("shared").first(),
+        # Every member's top template is the shared one, and a template has one example.
+        pl.when(pl.col("shared_by") == "path")
+        .then(pl.col("top_target_example"))
+        .otherwise(None)
+        .drop_nulls()
+        .first()
+        .alias("shared_example"),
         pl.len().cast(pl.UInt32).alias("clients"),
         pl.col("requests").cast(pl.Int64).sum(),
         pl.col("requests").cast(pl.Int64).min().alias("requests_min"),

@@ -201,8 +201,13 @@ def campaign_behaviour(row: dict[str, Any]) -> str:
     parts = [sent]
     if row["shared_by"] == "path":
         method = "POST " if row["shared_post"] else ""
-        path = safe_text(row["shared"], _EXAMPLE_CHARS) or "(an empty path)"
-        parts[0] += f", {'to' if high == 1 else 'mostly'} {method}{path}"
+        # The shared template folds digits and case ("/winnt/system0/cmd.exe"): show a real
+        # path, and say "paths like" where the members' paths may differ from it in those.
+        example = row.get("shared_example")
+        shown = example if example is not None else row["shared"]
+        like = "paths like " if example is not None and example.lower() != row["shared"] else ""
+        path = safe_text(shown, _EXAMPLE_CHARS) or "(an empty path)"
+        parts[0] += f", {'to' if high == 1 else 'mostly'} {method}{like}{path}"
     answered = [
         ("share_404", "answered 404"),
         ("share_401_403", "answered 401/403"),

@@ -480,21 +480,20 @@ class ClientAccumulator:
         )
 
         # The path template each client requested most (ties: the first in text order), for
-        # telling which clients share a target when they are grouped into campaigns.
+        # telling which clients share a target when they are grouped into campaigns, and a real
+        # path of it for a person to read (a template reads "system0" for "system32").
         top_targets = (
             state.targets.group_by("cid", "template_id")
             .agg(pl.col("requests").sum(), pl.col("n_post").sum())
-            .join(state.templates.select("template_id", "template"), on="template_id")
-            .group_by("cid")
-            .agg(
-                pl.col("template")
-                .sort_by(["requests", "template"], descending=[True, False])
-                .first()
-                .alias("top_target"),
-                (pl.col("n_post") * 2 >= pl.col("requests"))
-                .sort_by(["requests", "template"], descending=[True, False])
-                .first()
-                .alias("top_target_post"),
+            .join(state.templates.select("template_id", "template", "example_path"), on="template_id")
+            # One sort for the three columns (a sort per column per client cost 0.1 s at 10M lines).
+            .sort(["cid", "requests", "template"], descending=[False, True, False])
+            .unique("cid", keep="first", maintain_order=True)
+            .select(
+                "cid",
+                pl.col("template").alias("top_target"),
+                pl.col("example_path").alias("top_target_example"),
+                (pl.col("n_post") * 2 >= pl.col("requests")).alias("top_target_post"),
             )
         )
 
