@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import numpy as np
 import polars as pl
@@ -126,6 +127,27 @@ def test_lab_low_and_slow_tools_are_alerted_and_monitors_are_not() -> None:
     assert quiet.height == 6 and quiet.filter(flagged).height == 0
     assert findings.filter((pl.col("label") == "benign") & (pl.col("verdict") == "block")).height == 0
     assert findings.filter((pl.col("label") == "benign") & flagged).height <= 2
+
+
+def test_reasons_read_as_a_person_would_write_them(labelled_small) -> None:
+    # One-request probers are common (WordPress probes, CVE probes): their reasons must not
+    # read "1 of 1 requests (100%)", "1 requests" or "only 0 of 9 requests".
+    log, _ = labelled_small
+    from tests.test_cli import EXAMPLE
+
+    reasons = [
+        reason
+        for path in (log, EXAMPLE)
+        for found in _detect(path).findings.filter(pl.col("verdict") != "pass")["reasons"].to_list()
+        for reason in found
+    ]
+    singular = [r for r in reasons if r.startswith("its only request")]
+    assert singular, "the fixtures hold flagged one-request clients"
+    wrong = re.compile(
+        r"(?<![\d.])1 (requests|distinct paths|client errors|POST requests|different user agents)\b"
+        r"|\b1 of 1 requests|only 0 of|its only request were"
+    )
+    assert not [r for r in reasons if wrong.search(r)]
 
 
 def test_reasons_never_cite_a_count_the_client_does_not_have(labelled_small) -> None:

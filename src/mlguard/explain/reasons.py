@@ -67,12 +67,32 @@ def escape_json_text(text: str) -> str:
 
 
 def _pct(part: float, whole: float) -> str:
+    if whole == 1:
+        return "its only request"  # "1 of 1 requests (100%)" says the same thing worse
     return f"{part:.0f} of {whole:.0f} requests ({100.0 * part / max(whole, 1):.0f}%)"
 
 
-def _example(row: dict[str, Any], key: str) -> str:
+def _count(n: float, noun: str) -> str:
+    """'1 request', '3 requests' ('path' -> 'paths'; nouns here are regular)."""
+    return f"{n:.0f} {noun}" + ("" if round(n) == 1 else "s")
+
+
+def _static(r: dict[str, Any]) -> str:
+    if r["n_static"] == 0:
+        if r["requests"] == 1:
+            return "its only request loaded no static asset"
+        return f"none of {r['requests']:.0f} requests loaded static assets"
+    return f"only {_pct(r['n_static'], r['requests'])} loaded static assets"
+
+
+def _example(row: dict[str, Any], key: str, count: str | None = None, lead: str | None = None) -> str:
+    """' such as /x', or ': /x' when the `count` column says there was just one."""
     value = row.get(key)
-    return f" such as {safe_text(value, _EXAMPLE_CHARS)}" if value else ""
+    if not value:
+        return ""
+    if lead is None:
+        lead = ":" if count is None or row.get(count) == 1 else " such as"
+    return f"{lead} {safe_text(value, _EXAMPLE_CHARS)}"
 
 
 def _minutes(row: dict[str, Any]) -> str:
@@ -80,37 +100,49 @@ def _minutes(row: dict[str, Any]) -> str:
 
 
 _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "requests": lambda r: f"{r['requests']:.0f} requests",
-    "peak_window_requests": lambda r: f"{r['peak_window_requests']:.0f} requests within {_minutes(r)}",
-    "requests_per_minute": lambda r: f"{r['requests_per_minute']:.0f} requests per minute",
+    "requests": lambda r: _count(r["requests"], "request"),
+    "peak_window_requests": lambda r: f"{_count(r['peak_window_requests'], 'request')} within {_minutes(r)}",
+    "requests_per_minute": lambda r: f"{_count(r['requests_per_minute'], 'request')} per minute",
     "ratio_4xx": lambda r: f"{_pct(r['n_4xx'], r['requests'])} answered 4xx",
-    "ratio_404": lambda r: f"{_pct(r['n_404'], r['requests'])} answered 404{_example(r, 'example_404')}",
+    "ratio_404": lambda r: (
+        f"{_pct(r['n_404'], r['requests'])} answered 404{_example(r, 'example_404', 'n_404')}"
+    ),
     "ratio_401_403": lambda r: f"{_pct(r['n_401_403'], r['requests'])} answered 401 or 403",
     "ratio_429": lambda r: f"{_pct(r['n_429'], r['requests'])} answered 429 (rate limited)",
     "ratio_5xx": lambda r: f"{_pct(r['n_5xx'], r['requests'])} answered 5xx",
-    "peak_window_errors": lambda r: f"{r['peak_window_errors']:.0f} client errors within {_minutes(r)}",
-    "distinct_paths": lambda r: f"{r['distinct_paths']:.0f} distinct paths",
+    "peak_window_errors": lambda r: f"{_count(r['peak_window_errors'], 'client error')} within {_minutes(r)}",
+    "distinct_paths": lambda r: _count(r["distinct_paths"], "distinct path"),
     "distinct_error_paths": lambda r: (
-        f"{r['distinct_error_paths']:.0f} distinct paths answered 4xx{_example(r, 'example_404')}"
+        f"{_count(r['distinct_error_paths'], 'distinct path')} answered 4xx"
+        + _example(r, "example_404", "distinct_error_paths")
     ),
     "distinct_path_ratio": lambda r: (
-        f"{r['distinct_paths']:.0f} distinct paths in {r['requests']:.0f} requests"
+        f"{_count(r['distinct_paths'], 'distinct path')} in {_count(r['requests'], 'request')}"
     ),
-    "ratio_post": lambda r: f"{_pct(r['n_post'], r['requests'])} were POST",
-    "repeated_posts": lambda r: f"{r['repeated_posts']:.0f} POST requests to one path",
-    "ratio_unusual_method": lambda r: f"{_pct(r['n_unusual_method'], r['requests'])} used unusual methods",
-    "ratio_static": lambda r: f"only {_pct(r['n_static'], r['requests'])} loaded static assets",
+    "ratio_post": lambda r: (
+        f"{_pct(r['n_post'], r['requests'])} {'was' if r['requests'] == 1 else 'were'} POST"
+    ),
+    "repeated_posts": lambda r: f"{_count(r['repeated_posts'], 'POST request')} to one path",
+    "ratio_unusual_method": lambda r: (
+        f"{_pct(r['n_unusual_method'], r['requests'])} used "
+        + ("an unusual method" if r["requests"] == 1 else "unusual methods")
+    ),
+    "ratio_static": _static,
     "ratio_sensitive": lambda r: (
-        f"{r['n_sensitive']:.0f} requests to sensitive paths{_example(r, 'example_sensitive')}"
+        f"{_count(r['n_sensitive'], 'request')} to "
+        + ("a sensitive path" if r["n_sensitive"] == 1 else "sensitive paths")
+        + _example(r, "example_sensitive", "n_sensitive")
     ),
     "ratio_injection": lambda r: (
-        f"{r['n_injection']:.0f} requests with injection markers{_example(r, 'example_injection')}"
+        # "such as" even for one: the example may be a header ("referer: ${jndi:...").
+        f"{_count(r['n_injection'], 'request')} with injection markers"
+        + _example(r, "example_injection", lead=" such as")
     ),
     "path_length_mean": lambda r: f"request targets of {r['path_length_mean']:.0f} characters on average",
     "query_length_max": lambda r: f"a query string of {r['query_length_max']:.0f} characters",
     "ratio_no_user_agent": lambda r: f"{_pct(r['n_no_user_agent'], r['requests'])} sent no user agent",
     "ratio_tool_user_agent": lambda r: f'user agent "{safe_text(r.get("top_user_agent"), 60)}"',
-    "distinct_user_agents": lambda r: f"{r['distinct_user_agents']:.0f} different user agents",
+    "distinct_user_agents": lambda r: _count(r["distinct_user_agents"], "different user agent"),
     "ratio_no_referer": lambda r: f"{_pct(r['n_no_referer'], r['requests'])} sent no referer",
     "gap_regularity": lambda r: "requests at machine-regular intervals",
     "bytes_per_request": lambda r: f"only {r['bytes_per_request']:.0f} bytes per response on average",
