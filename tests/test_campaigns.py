@@ -150,6 +150,7 @@ def test_campaigns_command_lists_and_escapes(tmp_path: Path) -> None:
     probe = next(r for r in rows if "198.51.0.20" in r["members"])
     assert probe["clients"] == 12 and probe["verdict"] in FLAGGED and probe["requests"] == 36
     assert probe["shared_by"] == "user agent" and probe["shared"] == hostile
+    assert probe["shared_example"] is None  # a real path only where a path is shared
     assert "\x1b" not in result.stdout and "\\u001b" in result.stdout  # JSON escapes it
     assert "\\x1b[31m<script>" in probe["behaviour"]  # the words show it escaped
     table = runner.invoke(app, ["campaigns", str(log), "--no-progress"])
@@ -198,6 +199,11 @@ def test_a_campaign_is_described_by_a_real_path_of_its_template() -> None:
         example = row["shared_example"]
         assert f" {example} HTTP/" in text or f" {example}?" in text
         assert pl.select(path_template(pl.lit(example))).item() == row["shared"]
+    listed = CliRunner().invoke(app, ["campaigns", str(log), "--json", "--no-progress"])
+    by_path = {r["campaign"]: r["shared_example"] for r in map(json.loads, listed.stdout.splitlines())}
+    assert {c: by_path[c] for c in table["campaign"]} == dict(
+        table.select("campaign", "shared_example").iter_rows()
+    )
     row = dict(table.row(0, named=True), shared="/winnt/system0/cmd.exe")
     folded = campaign_behaviour(dict(row, shared_example="/winnt/System32/cmd.exe"))
     assert "paths like /winnt/System32/cmd.exe" in folded and "system0" not in folded

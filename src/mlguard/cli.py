@@ -562,6 +562,7 @@ def _campaign_frame(detection: Detection, policy: Policy) -> pl.DataFrame:
         pl.Series("behaviour", behaviour, dtype=pl.String),
         "shared_by",
         "shared",
+        "shared_example",
         pl.col("first_seen").dt.strftime(when),
         pl.col("last_seen").dt.strftime(when),
         "user_agents",
