@@ -22,7 +22,9 @@ from mlguard.enforcers import get_enforcer
 from mlguard.errors import UsageError
 from tests.nginx_server import NGINX, NginxServer
 
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+# The decisions `mlguard enforce` reads are judged by the real clock (a block lives 4 hours):
+# record them now, or the CLI test fails once the date passes a fixed one.
+T0 = datetime.now(UTC).replace(microsecond=0)
 
 
 class Receiver:
