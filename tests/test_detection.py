@@ -148,6 +148,14 @@ def test_reasons_read_as_a_person_would_write_them(labelled_small) -> None:
         r"|\b1 of 1 requests|only 0 of|its only request were"
     )
     assert not [r for r in reasons if wrong.search(r)]
+    # "Its only request" is said only of what that request did (explain describes shares that
+    # shrinkage pushed up with no request of the kind).
+    from mlguard.explain.reasons import describe
+
+    assert describe("ratio_no_referer", {"requests": 1, "n_no_referer": 0}).startswith("0 of 1 ")
+    assert (
+        describe("ratio_no_referer", {"requests": 1, "n_no_referer": 1}) == "its only request sent no referer"
+    )
 
 
 def test_reasons_never_cite_a_count_the_client_does_not_have(labelled_small) -> None:

@@ -66,8 +66,12 @@ def escape_json_text(text: str) -> str:
     return _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def _only(part: float, whole: float) -> bool:
+    return whole == 1 and part == 1
+
+
 def _pct(part: float, whole: float) -> str:
-    if whole == 1:
+    if _only(part, whole):
         return "its only request"  # "1 of 1 requests (100%)" says the same thing worse
     return f"{part:.0f} of {whole:.0f} requests ({100.0 * part / max(whole, 1):.0f}%)"
 
@@ -120,12 +124,12 @@ _TEMPLATES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{_count(r['distinct_paths'], 'distinct path')} in {_count(r['requests'], 'request')}"
     ),
     "ratio_post": lambda r: (
-        f"{_pct(r['n_post'], r['requests'])} {'was' if r['requests'] == 1 else 'were'} POST"
+        f"{_pct(r['n_post'], r['requests'])} {'was' if _only(r['n_post'], r['requests']) else 'were'} POST"
     ),
     "repeated_posts": lambda r: f"{_count(r['repeated_posts'], 'POST request')} to one path",
     "ratio_unusual_method": lambda r: (
         f"{_pct(r['n_unusual_method'], r['requests'])} used "
-        + ("an unusual method" if r["requests"] == 1 else "unusual methods")
+        + ("an unusual method" if _only(r["n_unusual_method"], r["requests"]) else "unusual methods")
     ),
     "ratio_static": _static,
     "ratio_sensitive": lambda r: (
