@@ -525,7 +525,14 @@ def explain(
         out.print(table)
     population = detection.table.frame.select(FEATURE_NAMES)
     medians = population.median().row(0, named=True)
-    features = Table(title="features (suspicious-side deviation and push on the score)", title_justify="left")
+    features = Table(
+        title="features (suspicious-side deviation and push on the score)",
+        title_justify="left",
+        # A share of 0.867 beside "16 of 16 requests (100%)" would look like a bug otherwise.
+        caption="values are what the model sees: shares are shrunk towards the site's own share, "
+        "(k + 5·p0) / (n + 5), so a few requests say little; the words give the raw counts",
+        caption_justify="left",
+    )
     for column in ("feature", "value", "typical", "deviation", "push", "what it means here"):
         features.add_column(
             column,
