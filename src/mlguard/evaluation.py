@@ -204,8 +204,9 @@ def evaluate(
     ceiling = block_ceiling(pairs["malicious"], pairs["benign"], min_block_requests)
     if ceiling["highest_benign"] is not None:
         # Name the client: a person checks whether it is really benign (a label can be wrong).
+        # `joined` is sorted by score (ties by address): the first such row is the highest.
         top = joined.filter((pl.col("label") == "benign") & (pl.col("requests") >= min_block_requests))
-        ceiling["highest_benign_client"] = top.sort("score", "ip", descending=[True, False])["ip"][0]
+        ceiling["highest_benign_client"] = top["ip"][0]
     return Evaluation(
         alert=_counts(truth, alerted),
         block=_counts(truth, joined["verdict"] == BLOCK),
